@@ -1,0 +1,37 @@
+//! CPU inference time per face at batch 1 (and 8) for the shipped models:
+//! the budget is 3 ms for 68 points at 224 px and 1 ms for 15 points at 96 px.
+//! Run: `scripts/setup.sh && LIBTORCH_USE_PYTORCH=1 PATH=$PWD/.venv/bin:$PATH cargo bench --bench infer`
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use facekp::geometry::{CropPrior, Rect};
+use facekp::imageops;
+use facekp::model::Keypointer;
+use std::path::Path;
+
+fn infer(c: &mut Criterion) {
+    let _guard = tch::no_grad_guard();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let gray = imageops::read_gray(&root.join("tests/data/einstein.jpg")).unwrap().unwrap();
+    let mut group = c.benchmark_group("infer");
+    for name in ["face68", "face15"] {
+        let model = Keypointer::load(&root.join(format!("weights/{name}.safetensors")), tch::Device::Cpu, None).unwrap();
+        let cfg = model.config();
+        let prior: &CropPrior = &cfg.crop;
+        let crop = prior.crop_for_detection(&Rect::new(150.0, 100.0, 200.0, 200.0));
+        let pixels = imageops::extract_crop(&gray, &crop, cfg.input_size).unwrap();
+        for batch in [1usize, 8] {
+            let crops = vec![pixels.clone(); batch];
+            group.throughput(Throughput::Elements(batch as u64));
+            group.bench_with_input(BenchmarkId::new(name, format!("batch{batch}")), &crops, |b, crops| {
+                b.iter(|| model.infer(crops).unwrap())
+            });
+        }
+        group.bench_function(BenchmarkId::new(name, "crop"), |b| {
+            b.iter(|| imageops::extract_crop(&gray, &crop, cfg.input_size).unwrap())
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, infer);
+criterion_main!(benches);

@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# The tests: set up (idempotent), then unit and integration tests on real data
+# (the shipped weights, ../shared videos and samples, fixtures in tests/data).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup.sh
+export LIBTORCH_USE_PYTORCH=1
+export PATH="$PWD/.venv/bin:$PATH"
+cargo test --release --locked "$@"

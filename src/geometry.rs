@@ -1,0 +1,372 @@
+//! Boxes, points and the transforms between the three spaces facekp uses.
+//!
+//! - **frame** space: pixels of the source image, origin top-left, x right, y down.
+//! - **crop** space: pixels of the square network input (`input_size` wide), same axes.
+//! - **unit** space: crop space divided by `input_size`, so a crop spans `[0, 1]²`;
+//!   the network predicts points in unit space, so its outputs do not depend on the
+//!   input size.
+//!
+//! The crop geometry lives here, in one place, for training and run time alike:
+//! a detector box (Haar) predicts where the face's points are ([`CropPrior`]) and the
+//! crop is a square around that prediction ([`crop_for_detection`]). Training samples
+//! detector boxes from the measured distribution around the true points
+//! ([`CropPrior::detection_for_points`]) and then crops with the same function.
+//!
+//! This module depends on nothing but `std` and `serde`, so it is testable alone.
+
+use serde::{Deserialize, Serialize};
+
+/// A point in some 2-D pixel space (which one is said by the name of the variable).
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+pub struct Point {
+    pub x: f32,
+    pub y: f32,
+}
+
+impl Point {
+    pub const fn new(x: f32, y: f32) -> Self {
+        Self { x, y }
+    }
+
+    pub fn distance(self, other: Point) -> f32 {
+        ((self.x - other.x).powi(2) + (self.y - other.y).powi(2)).sqrt()
+    }
+}
+
+/// An axis-aligned rectangle: top-left corner and size.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+pub struct Rect {
+    pub x: f32,
+    pub y: f32,
+    pub w: f32,
+    pub h: f32,
+}
+
+impl Rect {
+    pub const fn new(x: f32, y: f32, w: f32, h: f32) -> Self {
+        Self { x, y, w, h }
+    }
+
+    pub fn from_center(center: Point, w: f32, h: f32) -> Self {
+        Self::new(center.x - w / 2.0, center.y - h / 2.0, w, h)
+    }
+
+    /// The tightest box around `points` (empty points give a zero box).
+    pub fn bounding(points: &[Point]) -> Self {
+        if points.is_empty() {
+            return Self::default();
+        }
+        let (mut x0, mut y0) = (f32::INFINITY, f32::INFINITY);
+        let (mut x1, mut y1) = (f32::NEG_INFINITY, f32::NEG_INFINITY);
+        for p in points {
+            x0 = x0.min(p.x);
+            y0 = y0.min(p.y);
+            x1 = x1.max(p.x);
+            y1 = y1.max(p.y);
+        }
+        Self::new(x0, y0, x1 - x0, y1 - y0)
+    }
+
+    pub fn center(&self) -> Point {
+        Point::new(self.x + self.w / 2.0, self.y + self.h / 2.0)
+    }
+
+    pub fn area(&self) -> f32 {
+        self.w.max(0.0) * self.h.max(0.0)
+    }
+
+    pub fn contains(&self, p: Point) -> bool {
+        p.x >= self.x && p.x <= self.x + self.w && p.y >= self.y && p.y <= self.y + self.h
+    }
+
+    /// Intersection over union, 0 for disjoint or empty boxes.
+    pub fn iou(&self, other: &Rect) -> f32 {
+        let ix = (self.x + self.w).min(other.x + other.w) - self.x.max(other.x);
+        let iy = (self.y + self.h).min(other.y + other.h) - self.y.max(other.y);
+        if ix <= 0.0 || iy <= 0.0 {
+            return 0.0;
+        }
+        let inter = ix * iy;
+        let union = self.area() + other.area() - inter;
+        if union <= 0.0 {
+            0.0
+        } else {
+            inter / union
+        }
+    }
+
+    pub fn scale(&self, factor: f32) -> Rect {
+        Rect::new(self.x * factor, self.y * factor, self.w * factor, self.h * factor)
+    }
+}
+
+/// The size of a point set: the mean of its bounding box's width and height.
+/// This is the unit in which [`CropPrior`] measures detector boxes.
+pub fn points_size(points: &[Point]) -> f32 {
+    let b = Rect::bounding(points);
+    (b.w + b.h) / 2.0
+}
+
+/// A 2-D affine map `p' = [a b; c d] p + [tx; ty]`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Affine {
+    pub a: f32,
+    pub b: f32,
+    pub c: f32,
+    pub d: f32,
+    pub tx: f32,
+    pub ty: f32,
+}
+
+impl Affine {
+    pub const IDENTITY: Affine = Affine { a: 1.0, b: 0.0, c: 0.0, d: 1.0, tx: 0.0, ty: 0.0 };
+
+    pub fn apply(&self, p: Point) -> Point {
+        Point::new(self.a * p.x + self.b * p.y + self.tx, self.c * p.x + self.d * p.y + self.ty)
+    }
+
+    /// `self` after `first`: `(self ∘ first)(p) = self(first(p))`.
+    pub fn after(&self, first: &Affine) -> Affine {
+        Affine {
+            a: self.a * first.a + self.b * first.c,
+            b: self.a * first.b + self.b * first.d,
+            c: self.c * first.a + self.d * first.c,
+            d: self.c * first.b + self.d * first.d,
+            tx: self.a * first.tx + self.b * first.ty + self.tx,
+            ty: self.c * first.tx + self.d * first.ty + self.ty,
+        }
+    }
+
+    pub fn inverse(&self) -> Affine {
+        let det = self.a * self.d - self.b * self.c;
+        let (a, b, c, d) = (self.d / det, -self.b / det, -self.c / det, self.a / det);
+        Affine { a, b, c, d, tx: -(a * self.tx + b * self.ty), ty: -(c * self.tx + d * self.ty) }
+    }
+
+    /// Row-major 2x3 matrix, as OpenCV's `warpAffine` takes it.
+    pub fn to_rows(&self) -> [[f64; 3]; 2] {
+        [
+            [self.a as f64, self.b as f64, self.tx as f64],
+            [self.c as f64, self.d as f64, self.ty as f64],
+        ]
+    }
+}
+
+/// A square region of the frame that becomes the network input, possibly rotated
+/// and mirrored (augmentation); at run time `angle_rad` is 0 and `mirror` false.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CropSquare {
+    pub center: Point,
+    pub side: f32,
+    pub angle_rad: f32,
+    pub mirror: bool,
+}
+
+impl CropSquare {
+    pub fn upright(center: Point, side: f32) -> Self {
+        Self { center, side, angle_rad: 0.0, mirror: false }
+    }
+
+    /// The map from frame pixels to crop pixels of an `input_size` wide crop.
+    /// Rotating by `angle_rad` turns the image content counter-clockwise in the crop;
+    /// `mirror` flips the crop horizontally (the caller swaps left/right point labels).
+    pub fn crop_from_frame(&self, input_size: u32) -> Affine {
+        let s = input_size as f32 / self.side;
+        let (sin, cos) = self.angle_rad.sin_cos();
+        let fx = if self.mirror { -1.0 } else { 1.0 };
+        // p_crop = S * F * R * (p - center) + size/2
+        let (a, b, c, d) = (fx * s * cos, fx * s * sin, -s * sin, s * cos);
+        let half = input_size as f32 / 2.0;
+        Affine {
+            a,
+            b,
+            c,
+            d,
+            tx: half - (a * self.center.x + b * self.center.y),
+            ty: half - (c * self.center.x + d * self.center.y),
+        }
+    }
+
+    pub fn frame_from_crop(&self, input_size: u32) -> Affine {
+        self.crop_from_frame(input_size).inverse()
+    }
+
+    /// The axis-aligned bounding box in the frame (for drawing and overlap tests).
+    pub fn bounding_box(&self) -> Rect {
+        let r = self.side / 2.0 * (self.angle_rad.cos().abs() + self.angle_rad.sin().abs());
+        Rect::from_center(self.center, 2.0 * r, 2.0 * r)
+    }
+}
+
+/// Where the Haar detector puts its box relative to a face's points, measured on
+/// the training images (`facekp train` measures it and stores it in the model config).
+///
+/// With `c`, `s` the centre and [`points_size`] of the true points and `d` the detector
+/// box: `d.center = c + s * (dx, dy)` and `d.w = s * scale`, each a normal variable with
+/// the given mean and standard deviation (`scale` is log-normal: `log_scale_std`).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct CropPrior {
+    pub dx_mean: f32,
+    pub dx_std: f32,
+    pub dy_mean: f32,
+    pub dy_std: f32,
+    pub scale_mean: f32,
+    pub log_scale_std: f32,
+    /// Crop side over the predicted point size: the margin around the face.
+    pub crop_padding: f32,
+}
+
+impl CropPrior {
+    /// The detector box the prior predicts for `points` (its mean), e.g. to re-crop
+    /// a tracked face from its last keypoints exactly as a fresh detection would.
+    pub fn detection_for_points(&self, points: &[Point]) -> Rect {
+        self.detection_for_points_jittered(points, 0.0, 0.0, 0.0)
+    }
+
+    /// As [`Self::detection_for_points`], moved by `z_dx`, `z_dy`, `z_scale` standard
+    /// deviations: training samples these from a normal distribution.
+    pub fn detection_for_points_jittered(
+        &self,
+        points: &[Point],
+        z_dx: f32,
+        z_dy: f32,
+        z_scale: f32,
+    ) -> Rect {
+        let b = Rect::bounding(points);
+        let s = (b.w + b.h) / 2.0;
+        let c = b.center();
+        let center = Point::new(
+            c.x + s * (self.dx_mean + z_dx * self.dx_std),
+            c.y + s * (self.dy_mean + z_dy * self.dy_std),
+        );
+        let w = s * self.scale_mean * (z_scale * self.log_scale_std).exp();
+        Rect::from_center(center, w, w)
+    }
+
+    /// The network's crop for a detector box: the square around where the prior
+    /// expects the points, `crop_padding` times their expected size.
+    pub fn crop_for_detection(&self, detection: &Rect) -> CropSquare {
+        let s = detection.w / self.scale_mean;
+        let dc = detection.center();
+        let center = Point::new(dc.x - s * self.dx_mean, dc.y - s * self.dy_mean);
+        CropSquare::upright(center, s * self.crop_padding)
+    }
+}
+
+/// Maps network outputs (unit space) of one crop to frame pixels.
+pub fn frame_points_from_unit(unit: &[Point], crop: &CropSquare, input_size: u32) -> Vec<Point> {
+    let m = crop.frame_from_crop(input_size);
+    let size = input_size as f32;
+    unit.iter().map(|p| m.apply(Point::new(p.x * size, p.y * size))).collect()
+}
+
+/// Maps frame points into unit space of one crop (training targets).
+pub fn unit_points_from_frame(frame: &[Point], crop: &CropSquare, input_size: u32) -> Vec<Point> {
+    let m = crop.crop_from_frame(input_size);
+    let size = input_size as f32;
+    frame
+        .iter()
+        .map(|p| {
+            let q = m.apply(*p);
+            Point::new(q.x / size, q.y / size)
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn close(a: Point, b: Point, tol: f32) -> bool {
+        a.distance(b) <= tol
+    }
+
+    fn prior() -> CropPrior {
+        CropPrior {
+            dx_mean: 0.01,
+            dx_std: 0.03,
+            dy_mean: -0.1,
+            dy_std: 0.04,
+            scale_mean: 1.05,
+            log_scale_std: 0.06,
+            crop_padding: 1.4,
+        }
+    }
+
+    #[test]
+    fn iou_of_identical_disjoint_and_half_overlapping_boxes() {
+        let a = Rect::new(0.0, 0.0, 10.0, 10.0);
+        assert_eq!(a.iou(&a), 1.0);
+        assert_eq!(a.iou(&Rect::new(20.0, 0.0, 10.0, 10.0)), 0.0);
+        let half = a.iou(&Rect::new(5.0, 0.0, 10.0, 10.0));
+        assert!((half - 50.0 / 150.0).abs() < 1e-6);
+    }
+
+    #[test]
+    fn crop_transform_round_trips_and_maps_corners() {
+        for &(angle, mirror) in &[(0.0, false), (0.4, false), (-0.3, true)] {
+            let crop = CropSquare { center: Point::new(100.0, 80.0), side: 50.0, angle_rad: angle, mirror };
+            let m = crop.crop_from_frame(224);
+            let inv = crop.frame_from_crop(224);
+            for p in [Point::new(0.0, 0.0), Point::new(100.0, 80.0), Point::new(123.0, 57.5)] {
+                assert!(close(inv.apply(m.apply(p)), p, 1e-3));
+            }
+            assert!(close(m.apply(crop.center), Point::new(112.0, 112.0), 1e-3));
+        }
+        let upright = CropSquare::upright(Point::new(100.0, 80.0), 50.0);
+        let m = upright.crop_from_frame(100);
+        assert!(close(m.apply(Point::new(75.0, 55.0)), Point::new(0.0, 0.0), 1e-4));
+        assert!(close(m.apply(Point::new(125.0, 105.0)), Point::new(100.0, 100.0), 1e-4));
+    }
+
+    #[test]
+    fn mirror_swaps_left_and_right() {
+        let crop = CropSquare { center: Point::new(50.0, 50.0), side: 100.0, angle_rad: 0.0, mirror: true };
+        let m = crop.crop_from_frame(100);
+        assert!(close(m.apply(Point::new(10.0, 30.0)), Point::new(90.0, 30.0), 1e-4));
+    }
+
+    #[test]
+    fn crops_at_image_borders_extend_outside_the_frame_and_still_invert() {
+        // A face in the top-left corner: the crop starts at negative frame coordinates,
+        // and the maths must not clamp (the pixels there are padded by the warp).
+        let p = prior();
+        let det = Rect::new(-20.0, -30.0, 60.0, 60.0);
+        let crop = p.crop_for_detection(&det);
+        let m = crop.crop_from_frame(96);
+        let origin_in_frame = crop.frame_from_crop(96).apply(Point::new(0.0, 0.0));
+        assert!(origin_in_frame.x < 0.0 && origin_in_frame.y < 0.0);
+        let unit = unit_points_from_frame(&[Point::new(0.0, 0.0)], &crop, 96);
+        let back = frame_points_from_unit(&unit, &crop, 96);
+        assert!(close(back[0], Point::new(0.0, 0.0), 1e-3));
+        assert!(m.apply(Point::new(0.0, 0.0)).x > 0.0);
+    }
+
+    #[test]
+    fn prior_detection_and_crop_are_consistent() {
+        let p = prior();
+        let pts = [Point::new(10.0, 20.0), Point::new(110.0, 20.0), Point::new(60.0, 140.0)];
+        let det = p.detection_for_points(&pts);
+        let crop = p.crop_for_detection(&det);
+        // The crop is centred on the points' box and `crop_padding` times their size.
+        let b = Rect::bounding(&pts);
+        assert!(close(crop.center, b.center(), 1e-3));
+        assert!((crop.side - 1.4 * points_size(&pts)).abs() < 1e-3);
+        // Every point lies inside the crop.
+        for u in unit_points_from_frame(&pts, &crop, 224) {
+            assert!((0.0..=1.0).contains(&u.x) && (0.0..=1.0).contains(&u.y));
+        }
+    }
+
+    #[test]
+    fn bounding_box_of_a_rotated_crop_contains_its_corners() {
+        let crop = CropSquare { center: Point::new(0.0, 0.0), side: 10.0, angle_rad: 0.5, mirror: false };
+        let bb = crop.bounding_box();
+        let inv = crop.frame_from_crop(10);
+        for c in [(0.0, 0.0), (10.0, 0.0), (0.0, 10.0), (10.0, 10.0)] {
+            let p = inv.apply(Point::new(c.0, c.1));
+            assert!(p.x >= bb.x - 1e-3 && p.x <= bb.x + bb.w + 1e-3);
+            assert!(p.y >= bb.y - 1e-3 && p.y <= bb.y + bb.h + 1e-3);
+        }
+    }
+}

@@ -1,0 +1,228 @@
+//! Keypoint files: CSV (one row per face per frame) or JSON Lines (one object per
+//! frame, with `"faces": []` when none was found). Coordinates are frame pixels.
+//! Files are written under a temporary name and renamed when finished, so a
+//! failed run leaves nothing half-written under the final name.
+
+use crate::face::Face;
+use crate::fsutil;
+use serde::Serialize;
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum OutputError {
+    #[error("{flag} {path}: unsupported extension (supported: {supported})")]
+    Extension { flag: &'static str, path: PathBuf, supported: &'static str },
+    #[error("{flag} {path}: folder {dir} does not exist")]
+    NoDir { flag: &'static str, path: PathBuf, dir: PathBuf },
+    #[error("{flag} {path}: is a folder")]
+    IsDir { flag: &'static str, path: PathBuf },
+    #[error("{flag} {path}: cannot write ({source})")]
+    Io { flag: &'static str, path: PathBuf, source: std::io::Error },
+}
+
+/// Checks that `path` has one of `extensions` and its folder exists; returns the
+/// lower-case extension.
+pub fn check_output_path(flag: &'static str, path: &Path, extensions: &[&str], supported: &'static str) -> Result<String, OutputError> {
+    let ext = path.extension().map(|e| e.to_string_lossy().to_lowercase()).unwrap_or_default();
+    if !extensions.contains(&ext.as_str()) {
+        return Err(OutputError::Extension { flag, path: path.to_owned(), supported });
+    }
+    if path.is_dir() {
+        return Err(OutputError::IsDir { flag, path: path.to_owned() });
+    }
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_owned(),
+        _ => PathBuf::from("."),
+    };
+    if !dir.is_dir() {
+        return Err(OutputError::NoDir { flag, path: path.to_owned(), dir });
+    }
+    Ok(ext)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeypointFormat {
+    Csv,
+    Jsonl,
+}
+
+pub struct KeypointWriter {
+    out: Option<BufWriter<File>>,
+    format: KeypointFormat,
+    tmp: PathBuf,
+    path: PathBuf,
+    num_points: usize,
+}
+
+#[derive(Serialize)]
+struct JsonFace {
+    face: usize,
+    track: u64,
+    box_x: f32,
+    box_y: f32,
+    box_w: f32,
+    box_h: f32,
+    points: Vec<[f32; 2]>,
+}
+
+#[derive(Serialize)]
+struct JsonFrame {
+    frame: u64,
+    timestamp_ms: f64,
+    faces: Vec<JsonFace>,
+}
+
+/// Rounds to 2 decimals for compact files (sub-pixel precision is kept).
+fn r2(v: f32) -> f32 {
+    (v * 100.0).round() / 100.0
+}
+
+impl KeypointWriter {
+    pub fn create(path: &Path, num_points: usize) -> Result<Self, OutputError> {
+        const FLAG: &str = "--keypoints";
+        let ext = check_output_path(FLAG, path, &["csv", "jsonl"], ".csv, .jsonl")?;
+        let format = if ext == "csv" { KeypointFormat::Csv } else { KeypointFormat::Jsonl };
+        let tmp = fsutil::temp_path(path);
+        let file = File::create(&tmp).map_err(|source| OutputError::Io { flag: FLAG, path: path.to_owned(), source })?;
+        let mut w = Self { out: Some(BufWriter::new(file)), format, tmp, path: path.to_owned(), num_points };
+        if format == KeypointFormat::Csv {
+            let mut header = String::from("frame,timestamp_ms,face,track,box_x,box_y,box_w,box_h");
+            for i in 0..num_points {
+                header.push_str(&format!(",x{i},y{i}"));
+            }
+            w.write_line(&header)?;
+        }
+        Ok(w)
+    }
+
+    fn write_line(&mut self, line: &str) -> Result<(), OutputError> {
+        let out = self.out.as_mut().expect("writer used after finish");
+        writeln!(out, "{line}").map_err(|source| OutputError::Io { flag: "--keypoints", path: self.path.clone(), source })
+    }
+
+    pub fn write_frame(&mut self, frame: u64, timestamp_ms: f64, faces: &[Face]) -> Result<(), OutputError> {
+        match self.format {
+            KeypointFormat::Csv => {
+                for (i, f) in faces.iter().enumerate() {
+                    let b = f.box_in_frame;
+                    let mut line = format!(
+                        "{frame},{:.2},{i},{},{},{},{},{}",
+                        timestamp_ms,
+                        f.track,
+                        r2(b.x),
+                        r2(b.y),
+                        r2(b.w),
+                        r2(b.h)
+                    );
+                    debug_assert_eq!(f.points.len(), self.num_points);
+                    for p in &f.points {
+                        line.push_str(&format!(",{},{}", r2(p.x), r2(p.y)));
+                    }
+                    self.write_line(&line)?;
+                }
+                Ok(())
+            }
+            KeypointFormat::Jsonl => {
+                let record = JsonFrame {
+                    frame,
+                    timestamp_ms: (timestamp_ms * 100.0).round() / 100.0,
+                    faces: faces
+                        .iter()
+                        .enumerate()
+                        .map(|(i, f)| JsonFace {
+                            face: i,
+                            track: f.track,
+                            box_x: r2(f.box_in_frame.x),
+                            box_y: r2(f.box_in_frame.y),
+                            box_w: r2(f.box_in_frame.w),
+                            box_h: r2(f.box_in_frame.h),
+                            points: f.points.iter().map(|p| [r2(p.x), r2(p.y)]).collect(),
+                        })
+                        .collect(),
+                };
+                let line = serde_json::to_string(&record).expect("keypoint record serializes");
+                self.write_line(&line)
+            }
+        }
+    }
+
+    /// Flushes and moves the file to its final name.
+    pub fn finish(mut self) -> Result<PathBuf, OutputError> {
+        let io = |source| OutputError::Io { flag: "--keypoints", path: self.path.clone(), source };
+        let out = self.out.take().expect("finish called once");
+        let file = out.into_inner().map_err(|e| io(e.into_error()))?;
+        file.sync_all().map_err(io)?;
+        std::fs::rename(&self.tmp, &self.path).map_err(io)?;
+        Ok(self.path.clone())
+    }
+}
+
+impl Drop for KeypointWriter {
+    fn drop(&mut self) {
+        // Not finished: an error stopped the run; leave nothing half-written.
+        if self.out.take().is_some() {
+            let _ = std::fs::remove_file(&self.tmp);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::geometry::{Point, Rect};
+
+    fn face() -> Face {
+        Face { box_in_frame: Rect::new(1.0, 2.0, 30.0, 30.0), points: vec![Point::new(5.5, 6.25); 15], track: 3 }
+    }
+
+    #[test]
+    fn csv_has_header_and_one_row_per_face() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("k.csv");
+        let mut w = KeypointWriter::create(&path, 15).unwrap();
+        w.write_frame(0, 0.0, &[face(), face()]).unwrap();
+        w.write_frame(1, 33.37, &[]).unwrap();
+        assert!(!path.exists(), "final name appears only when finished");
+        w.finish().unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 3);
+        assert!(lines[0].starts_with("frame,timestamp_ms,face,track,box_x,box_y,box_w,box_h,x0,y0,"));
+        assert!(lines[0].ends_with(",x14,y14"));
+        assert!(lines[2].starts_with("0,0.00,1,3,1,2,30,30,5.5,6.25"));
+    }
+
+    #[test]
+    fn jsonl_writes_every_frame_even_without_faces() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("k.jsonl");
+        let mut w = KeypointWriter::create(&path, 15).unwrap();
+        w.write_frame(0, 0.0, &[]).unwrap();
+        w.write_frame(1, 33.4, &[face()]).unwrap();
+        w.finish().unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let rows: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        assert_eq!(rows.len(), 2);
+        assert_eq!(rows[0]["faces"].as_array().unwrap().len(), 0);
+        assert_eq!(rows[1]["frame"], 1);
+        assert_eq!(rows[1]["faces"][0]["points"].as_array().unwrap().len(), 15);
+        assert_eq!(rows[1]["faces"][0]["box_w"], 30.0);
+    }
+
+    #[test]
+    fn unfinished_writers_leave_nothing_and_bad_paths_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("k.jsonl");
+        {
+            let mut w = KeypointWriter::create(&path, 15).unwrap();
+            w.write_frame(0, 0.0, &[]).unwrap();
+        }
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+        let err = KeypointWriter::create(&dir.path().join("k.txt"), 15).err().unwrap().to_string();
+        assert!(err.contains(".csv, .jsonl"), "{err}");
+        let err = KeypointWriter::create(&dir.path().join("missing/k.csv"), 15).err().unwrap().to_string();
+        assert!(err.contains("does not exist"), "{err}");
+    }
+}

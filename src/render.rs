@@ -1,0 +1,280 @@
+//! The sinks that show frames: the overlay drawn into a BGR frame (OpenCV drawing),
+//! the annotated video writer and the window (minifb). Frame pixels throughout.
+
+use crate::face::{Face, StageTimes};
+use crate::fsutil;
+use crate::landmarks::{Region, Scheme};
+use crate::output::{check_output_path, OutputError};
+use opencv::core::{Mat, Point as CvPoint, Rect as CvRect, Scalar, Size};
+use opencv::prelude::*;
+use opencv::{imgproc, videoio};
+use std::path::{Path, PathBuf};
+
+/// Region colours, as RGB (the overlay test looks for these).
+pub fn region_rgb(region: Region) -> [u8; 3] {
+    match region {
+        Region::Jaw => [255, 196, 0],
+        Region::Brows => [255, 64, 64],
+        Region::Nose => [0, 160, 255],
+        Region::Eyes => [0, 255, 64],
+        Region::Mouth => [255, 0, 255],
+    }
+}
+
+pub const BOX_RGB: [u8; 3] = [255, 255, 255];
+
+fn bgr(rgb: [u8; 3]) -> Scalar {
+    Scalar::new(rgb[2] as f64, rgb[1] as f64, rgb[0] as f64, 0.0)
+}
+
+fn cv_point(p: crate::geometry::Point) -> CvPoint {
+    CvPoint::new(p.x.round() as i32, p.y.round() as i32)
+}
+
+/// What the overlay shows; the window toggles these with keys.
+#[derive(Debug, Clone, Copy)]
+pub struct OverlayOptions {
+    pub boxes: bool,
+    pub contours: bool,
+    pub stats: bool,
+}
+
+impl Default for OverlayOptions {
+    fn default() -> Self {
+        Self { boxes: true, contours: true, stats: true }
+    }
+}
+
+/// Figures for the stats line.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct OverlayStats {
+    pub fps: f64,
+    pub times: StageTimes,
+}
+
+/// Draws boxes, track ids, contours and points of `faces`, and the stats line, into `frame` (BGR).
+pub fn draw_overlay(
+    frame: &mut Mat,
+    faces: &[Face],
+    scheme: Scheme,
+    options: &OverlayOptions,
+    stats: Option<&OverlayStats>,
+) -> opencv::Result<()> {
+    let scale = (frame.cols().max(frame.rows()) as f64 / 640.0).max(0.5);
+    let thick = (scale.round() as i32).max(1);
+    for face in faces {
+        let face_px = face.box_in_frame.w.max(1.0) as f64;
+        if options.boxes {
+            let b = face.box_in_frame;
+            let r = CvRect::new(b.x.round() as i32, b.y.round() as i32, b.w.round() as i32, b.h.round() as i32);
+            imgproc::rectangle(frame, r, bgr(BOX_RGB), thick, imgproc::LINE_8, 0)?;
+            imgproc::put_text(
+                frame,
+                &format!("#{}", face.track),
+                CvPoint::new(r.x, (r.y - 4).max(10)),
+                imgproc::FONT_HERSHEY_SIMPLEX,
+                0.45 * scale,
+                bgr(BOX_RGB),
+                thick,
+                imgproc::LINE_AA,
+                false,
+            )?;
+        }
+        if options.contours {
+            for (a, b) in scheme.contour_segments() {
+                let color = bgr(region_rgb(scheme.region(a)));
+                imgproc::line(frame, cv_point(face.points[a]), cv_point(face.points[b]), color, 1, imgproc::LINE_AA, 0)?;
+            }
+        }
+        let radius = ((face_px / 90.0).round() as i32).clamp(1, 6);
+        for (i, p) in face.points.iter().enumerate() {
+            let color = bgr(region_rgb(scheme.region(i)));
+            imgproc::circle(frame, cv_point(*p), radius, color, -1, imgproc::LINE_8, 0)?;
+        }
+    }
+    if let (true, Some(s)) = (options.stats, stats) {
+        let t = &s.times;
+        let text = format!(
+            "faces {}  {:.1} fps  detect {:.1} ms{}  infer {:.1} ms  draw {:.1} ms",
+            faces.len(),
+            s.fps,
+            t.detect_ms,
+            if t.detector_ran { "" } else { " (tracked)" },
+            t.infer_ms,
+            t.draw_ms
+        );
+        let origin = CvPoint::new(8, (18.0 * scale) as i32);
+        let font_scale = 0.5 * scale;
+        imgproc::put_text(frame, &text, origin, imgproc::FONT_HERSHEY_SIMPLEX, font_scale, Scalar::all(0.0), thick + 2, imgproc::LINE_AA, false)?;
+        imgproc::put_text(frame, &text, origin, imgproc::FONT_HERSHEY_SIMPLEX, font_scale, Scalar::all(255.0), thick, imgproc::LINE_AA, false)?;
+    }
+    Ok(())
+}
+
+/// Annotated video output: written under a temporary name, renamed by [`VideoSink::finish`].
+pub struct VideoSink {
+    writer: videoio::VideoWriter,
+    size: Size,
+    tmp: PathBuf,
+    path: PathBuf,
+    finished: bool,
+    resized: Mat,
+}
+
+impl VideoSink {
+    pub const SUPPORTED: &'static str = ".mp4, .avi";
+
+    pub fn create(path: &Path, width: u32, height: u32, fps: f64) -> Result<Self, OutputError> {
+        const FLAG: &str = "--output";
+        let ext = check_output_path(FLAG, path, &["mp4", "avi"], Self::SUPPORTED)?;
+        let io = |reason: String| OutputError::Io {
+            flag: FLAG,
+            path: path.to_owned(),
+            source: std::io::Error::other(reason),
+        };
+        let tmp = fsutil::temp_path(path);
+        // Probe writability first: VideoWriter reports no reason on failure.
+        std::fs::File::create(&tmp).map_err(|source| OutputError::Io { flag: FLAG, path: path.to_owned(), source })?;
+        let _ = std::fs::remove_file(&tmp);
+        let size = Size::new(width as i32, height as i32);
+        // H.264 plays everywhere; MPEG-4 part 2 is the fallback when OpenCV's FFmpeg lacks an H.264 encoder.
+        let codecs: &[[char; 4]] = if ext == "mp4" { &[['a', 'v', 'c', '1'], ['m', 'p', '4', 'v']] } else { &[['M', 'J', 'P', 'G']] };
+        for c in codecs {
+            let fourcc = videoio::VideoWriter::fourcc(c[0], c[1], c[2], c[3]).map_err(|e| io(e.to_string()))?;
+            let writer = videoio::VideoWriter::new_with_backend(&tmp, videoio::CAP_FFMPEG, fourcc, fps, size, true);
+            if let Ok(w) = writer {
+                if w.is_opened().unwrap_or(false) {
+                    return Ok(Self { writer: w, size, tmp, path: path.to_owned(), finished: false, resized: Mat::default() });
+                }
+            }
+            let _ = std::fs::remove_file(&tmp);
+        }
+        Err(io("OpenCV's FFmpeg backend cannot open a video writer for it".into()))
+    }
+
+    /// Appends a BGR frame (resized when its size differs from the video's).
+    pub fn write(&mut self, frame: &Mat) -> opencv::Result<()> {
+        if frame.size()? == self.size {
+            self.writer.write(frame)
+        } else {
+            imgproc::resize(frame, &mut self.resized, self.size, 0.0, 0.0, imgproc::INTER_AREA)?;
+            self.writer.write(&self.resized)
+        }
+    }
+
+    /// Finalises the container and moves it to its final name.
+    pub fn finish(mut self) -> Result<PathBuf, OutputError> {
+        self.finished = true;
+        self.writer
+            .release()
+            .map_err(|e| OutputError::Io { flag: "--output", path: self.path.clone(), source: std::io::Error::other(e.to_string()) })?;
+        std::fs::rename(&self.tmp, &self.path).map_err(|source| OutputError::Io { flag: "--output", path: self.path.clone(), source })?;
+        Ok(self.path.clone())
+    }
+}
+
+impl Drop for VideoSink {
+    fn drop(&mut self) {
+        if !self.finished {
+            let _ = self.writer.release();
+            let _ = std::fs::remove_file(&self.tmp);
+        }
+    }
+}
+
+/// Packs a BGR frame into minifb's 0RGB `u32` buffer.
+pub fn bgr_to_argb(frame: &Mat, buffer: &mut Vec<u32>) -> opencv::Result<()> {
+    let bytes = frame.data_bytes()?;
+    buffer.clear();
+    buffer.extend(bytes.chunks_exact(3).map(|p| ((p[2] as u32) << 16) | ((p[1] as u32) << 8) | p[0] as u32));
+    Ok(())
+}
+
+/// What the user asked for in the window since the last frame.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct WindowInput {
+    pub quit: bool,
+}
+
+/// The display window (minifb, X11). Keys: Esc/q quit, space pause, b boxes,
+/// c contours, s stats.
+pub struct WindowSink {
+    window: minifb::Window,
+    buffer: Vec<u32>,
+    pub paused: bool,
+}
+
+impl WindowSink {
+    pub fn open(title: &str, width: u32, height: u32) -> Result<Self, minifb::Error> {
+        let options = minifb::WindowOptions { resize: true, scale_mode: minifb::ScaleMode::AspectRatioStretch, ..Default::default() };
+        let window = minifb::Window::new(title, width as usize, height as usize, options)?;
+        Ok(Self { window, buffer: Vec::new(), paused: false })
+    }
+
+    /// Shows a BGR frame and applies key presses to `overlay`.
+    pub fn show(&mut self, frame: &Mat, overlay: &mut OverlayOptions) -> Result<WindowInput, String> {
+        bgr_to_argb(frame, &mut self.buffer).map_err(|e| e.to_string())?;
+        self.window
+            .update_with_buffer(&self.buffer, frame.cols() as usize, frame.rows() as usize)
+            .map_err(|e| e.to_string())?;
+        Ok(self.handle_keys(overlay))
+    }
+
+    /// Polls the window without a new frame (while paused).
+    pub fn poll(&mut self, overlay: &mut OverlayOptions) -> WindowInput {
+        self.window.update();
+        self.handle_keys(overlay)
+    }
+
+    fn handle_keys(&mut self, overlay: &mut OverlayOptions) -> WindowInput {
+        use minifb::{Key, KeyRepeat};
+        let pressed = |k| self.window.is_key_pressed(k, KeyRepeat::No);
+        if pressed(Key::Space) {
+            self.paused = !self.paused;
+        }
+        if pressed(Key::B) {
+            overlay.boxes = !overlay.boxes;
+        }
+        if pressed(Key::C) {
+            overlay.contours = !overlay.contours;
+        }
+        if pressed(Key::S) {
+            overlay.stats = !overlay.stats;
+        }
+        let quit = !self.window.is_open() || self.window.is_key_down(Key::Escape) || self.window.is_key_down(Key::Q);
+        WindowInput { quit }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::geometry::{Point, Rect};
+    use opencv::core::{Vec3b, CV_8UC3};
+
+    #[test]
+    fn overlay_draws_points_in_region_colours_and_the_box() {
+        let mut frame = Mat::new_rows_cols_with_default(200, 200, CV_8UC3, Scalar::all(0.0)).unwrap();
+        let points: Vec<Point> = (0..15).map(|i| Point::new(40.0 + 8.0 * i as f32, 100.0)).collect();
+        let face = Face { box_in_frame: Rect::new(20.0, 20.0, 160.0, 160.0), points: points.clone(), track: 1 };
+        let options = OverlayOptions { boxes: true, contours: false, stats: false };
+        draw_overlay(&mut frame, &[face], Scheme::P15, &options, None).unwrap();
+        for (i, p) in points.iter().enumerate() {
+            let px = *frame.at_2d::<Vec3b>(p.y as i32, p.x as i32).unwrap();
+            let rgb = region_rgb(Scheme::P15.region(i));
+            assert_eq!([px[2], px[1], px[0]], rgb, "point {i}");
+        }
+        let edge = *frame.at_2d::<Vec3b>(100, 20).unwrap();
+        assert_eq!([edge[2], edge[1], edge[0]], BOX_RGB);
+        // Far from any face nothing is drawn.
+        assert_eq!(*frame.at_2d::<Vec3b>(5, 195).unwrap(), Vec3b::from([0, 0, 0]));
+    }
+
+    #[test]
+    fn argb_packing_keeps_channel_order() {
+        let frame = Mat::new_rows_cols_with_default(1, 2, CV_8UC3, Scalar::new(1.0, 2.0, 3.0, 0.0)).unwrap();
+        let mut buf = Vec::new();
+        bgr_to_argb(&frame, &mut buf).unwrap();
+        assert_eq!(buf, vec![0x030201, 0x030201]);
+    }
+}

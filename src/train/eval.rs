@@ -1,0 +1,147 @@
+//! `facekp eval`: NME of a trained model on an annotated CSV, with the real Haar
+//! detector's boxes (`haar`) or crops placed from the true points (`truth`).
+//! NME follows `../shared/datasets/README.md`: mean point error over the
+//! inter-ocular (outer eye corner) distance of the truth.
+
+use super::data;
+use super::prior::match_detection;
+use crate::detect::{DetectorConfig, HaarDetector};
+use crate::geometry::{frame_points_from_unit, Point};
+use crate::imageops;
+use crate::landmarks::{Region, Scheme};
+use crate::model::Keypointer;
+use anyhow::{bail, Context, Result};
+use serde::Serialize;
+use std::path::PathBuf;
+use std::time::Instant;
+
+/// A face whose NME exceeds this counts as a failure.
+pub const FAILURE_NME: f64 = 0.10;
+
+/// Normalised mean error of one face.
+pub fn nme(pred: &[Point], truth: &[Point], scheme: Scheme) -> f64 {
+    let (a, b) = scheme.outer_eye_corners();
+    let iod = truth[a].distance(truth[b]) as f64;
+    let mean = pred.iter().zip(truth).map(|(p, t)| p.distance(*t) as f64).sum::<f64>() / truth.len() as f64;
+    mean / iod.max(1e-6)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Boxes {
+    /// The Haar detector's box that matches the face (IoU >= 0.3)
+    Haar,
+    /// A crop placed from the true points, as training does
+    Truth,
+}
+
+pub struct EvalOptions {
+    pub scheme: Scheme,
+    pub csv: PathBuf,
+    pub images: PathBuf,
+    pub boxes: Boxes,
+    pub cascade: PathBuf,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct EvalReport {
+    pub faces: usize,
+    pub detected: usize,
+    pub nme: f64,
+    pub median_nme: f64,
+    pub failure_rate: f64,
+    pub nme_by_region: Vec<(String, f64)>,
+    pub ms_per_face: f64,
+    pub convention: String,
+    #[serde(skip)]
+    pub errors: Vec<f64>,
+}
+
+pub fn evaluate(model: &Keypointer, opts: &EvalOptions) -> Result<EvalReport> {
+    let scheme = opts.scheme;
+    let cfg = model.config();
+    if cfg.scheme != scheme {
+        bail!("--points {}: the weights are a {}-point model", scheme.num_points(), cfg.scheme.num_points());
+    }
+    let annotations = data::read_csv(&opts.csv)?;
+    if !opts.images.is_dir() {
+        bail!("--images {}: not a folder", opts.images.display());
+    }
+    let mut detector = match opts.boxes {
+        Boxes::Haar => Some(HaarDetector::new(&opts.cascade, DetectorConfig::default())?),
+        Boxes::Truth => None,
+    };
+    let bar = super::progress_bar(annotations.len() as u64, "evaluating");
+    let mut errors = Vec::new();
+    let mut region_sums = vec![(0.0f64, 0usize); Region::ALL.len()];
+    let mut infer_secs = 0.0;
+    for a in &annotations {
+        bar.inc(1);
+        let path = opts.images.join(&a.image);
+        let gray = imageops::read_gray(&path)?.with_context(|| format!("image {}: cannot be read", path.display()))?;
+        let truth = scheme.from_68(&a.points);
+        let detection = match detector.as_mut() {
+            Some(d) => match match_detection(&d.detect(&gray)?, &a.points) {
+                Some(det) => det,
+                None => continue,
+            },
+            None => cfg.crop.detection_for_points(&truth),
+        };
+        let t = Instant::now();
+        let crop = cfg.crop.crop_for_detection(&detection);
+        let pixels = imageops::extract_crop(&gray, &crop, cfg.input_size)?;
+        let unit = model.infer(&[pixels])?.remove(0);
+        infer_secs += t.elapsed().as_secs_f64();
+        let pred = frame_points_from_unit(&unit, &crop, cfg.input_size);
+        errors.push(nme(&pred, &truth, scheme));
+        let (ea, eb) = scheme.outer_eye_corners();
+        let iod = truth[ea].distance(truth[eb]) as f64;
+        for (i, (p, t)) in pred.iter().zip(&truth).enumerate() {
+            let r = Region::ALL.iter().position(|&r| r == scheme.region(i)).unwrap_or(0);
+            region_sums[r].0 += p.distance(*t) as f64 / iod;
+            region_sums[r].1 += 1;
+        }
+    }
+    bar.finish_and_clear();
+    if errors.is_empty() {
+        bail!("--csv {}: no face was evaluated (no detection matched)", opts.csv.display());
+    }
+    let mut sorted = errors.clone();
+    sorted.sort_by(f64::total_cmp);
+    let n = errors.len() as f64;
+    Ok(EvalReport {
+        faces: annotations.len(),
+        detected: errors.len(),
+        nme: errors.iter().sum::<f64>() / n,
+        median_nme: sorted[sorted.len() / 2],
+        failure_rate: errors.iter().filter(|&&e| e > FAILURE_NME).count() as f64 / n,
+        nme_by_region: Region::ALL
+            .iter()
+            .zip(&region_sums)
+            .filter(|(_, s)| s.1 > 0)
+            .map(|(r, s)| (r.name().to_string(), s.0 / s.1 as f64))
+            .collect(),
+        ms_per_face: infer_secs * 1000.0 / n,
+        convention: model.convention().to_string(),
+        errors,
+    })
+}
+
+impl EvalReport {
+    pub fn print_human(&self) {
+        println!("faces        {}", self.faces);
+        println!(
+            "detected     {} ({:.1}%)  not detected {}",
+            self.detected,
+            100.0 * self.detected as f64 / self.faces as f64,
+            self.faces - self.detected
+        );
+        println!("NME          {:.4}", self.nme);
+        println!("median NME   {:.4}", self.median_nme);
+        println!("failure rate {:.2}% (NME > {FAILURE_NME})", 100.0 * self.failure_rate);
+        for (r, v) in &self.nme_by_region {
+            println!("  {r:<10} {v:.4}");
+        }
+        println!("ms per face  {:.2} (crop + CNN, batch 1)", self.ms_per_face);
+        println!("convention   {}", self.convention);
+    }
+}

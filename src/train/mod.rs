@@ -1,0 +1,401 @@
+//! `facekp train`: reads data sets, measures the Haar crop prior, trains the CNN
+//! with augmentation, checkpoints every epoch (one safetensors file, written
+//! atomically) and writes the weights, the model config and a loss curve.
+
+pub mod augment;
+pub mod data;
+pub mod eval;
+pub mod optim;
+pub mod plot;
+pub mod prior;
+
+use crate::detect::{DetectorConfig, HaarDetector};
+use crate::fsutil;
+use crate::geometry::{frame_points_from_unit, Point};
+use crate::landmarks::Scheme;
+use crate::model::{config_path_for, ModelConfig, Net, TrainInfo};
+use anyhow::{bail, Context, Result};
+use indicatif::{ProgressBar, ProgressStyle};
+use rand::seq::SliceRandom;
+use rand::{rngs::StdRng, SeedableRng};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+use tch::{nn, Device, Kind, Tensor};
+
+pub struct TrainOptions {
+    pub scheme: Scheme,
+    pub data_dirs: Vec<PathBuf>,
+    pub out: PathBuf,
+    pub epochs: usize,
+    pub resume: bool,
+    pub seed: u64,
+    pub device: Device,
+    pub batch_size: usize,
+    pub learning_rate: f64,
+    pub cascade: PathBuf,
+}
+
+/// The shipped architectures, sized for the CPU budget (3 ms at 224 px, 1 ms at 96 px).
+pub fn architecture(scheme: Scheme) -> (Vec<i64>, Vec<usize>, i64, f32) {
+    match scheme {
+        // channels per stage, extra convs per stage, hidden width, crop padding
+        Scheme::P68 => (vec![16, 32, 48, 64, 96], vec![0, 0, 1, 1, 1], 256, 1.5),
+        Scheme::P15 => (vec![16, 32, 48, 64], vec![0, 1, 1, 0], 128, 1.7),
+    }
+}
+
+pub const WEIGHT_DECAY: f64 = 1e-4;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EpochRecord {
+    pub epoch: usize,
+    pub train_loss: f64,
+    pub val_nme: Vec<(String, f64)>,
+    pub secs: f64,
+}
+
+/// Everything needed to continue a run, stored inside the checkpoint file.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct CheckpointState {
+    config: ModelConfig,
+    epochs: usize,
+    seed: u64,
+    adam_step: i64,
+    history: Vec<EpochRecord>,
+    data: Vec<String>,
+    train_faces: usize,
+}
+
+const STATE_TENSOR: &str = "checkpoint_state_json";
+
+pub fn checkpoint_path(out: &Path) -> PathBuf {
+    out.with_extension("ckpt")
+}
+
+fn save_checkpoint(path: &Path, vs: &nn::VarStore, opt: &optim::AdamW, state: &CheckpointState) -> Result<()> {
+    let json = serde_json::to_vec(state)?;
+    let mut named: Vec<(String, Tensor)> =
+        vs.variables().into_iter().map(|(n, t)| (format!("model.{n}"), t)).collect();
+    named.extend(opt.state());
+    named.push((STATE_TENSOR.to_string(), Tensor::from_slice(&json)));
+    fsutil::with_atomic_path(path, |tmp| {
+        Tensor::write_safetensors(&named, tmp).map_err(|e| anyhow::anyhow!("{e}"))
+    })
+    .with_context(|| format!("checkpoint {}: cannot write", path.display()))
+}
+
+fn load_checkpoint(path: &Path) -> Result<(CheckpointState, HashMap<String, Tensor>)> {
+    let tensors: HashMap<String, Tensor> = Tensor::read_safetensors(path)
+        .with_context(|| format!("checkpoint {}: not a readable checkpoint", path.display()))?
+        .into_iter()
+        .collect();
+    let json = tensors
+        .get(STATE_TENSOR)
+        .with_context(|| format!("checkpoint {}: no training state inside", path.display()))?;
+    let bytes = Vec::<u8>::try_from(json)?;
+    let state: CheckpointState = serde_json::from_slice(&bytes)
+        .with_context(|| format!("checkpoint {}: training state unreadable", path.display()))?;
+    Ok((state, tensors))
+}
+
+/// Writes the model's variables (only) as safetensors, atomically.
+pub fn save_weights(vs: &nn::VarStore, path: &Path) -> Result<()> {
+    let named = vs.variables().into_iter().collect::<Vec<_>>();
+    fsutil::with_atomic_path(path, |tmp| Tensor::write_safetensors(&named, tmp).map_err(|e| anyhow::anyhow!("{e}")))
+        .with_context(|| format!("weights {}: cannot write", path.display()))
+}
+
+/// One face of the training pool.
+struct Face<'a> {
+    gray: &'a opencv::core::Mat,
+    points: Vec<Point>,
+    set: usize,
+}
+
+/// Cosine schedule with a linear warm-up, ending at 1% of the peak.
+fn learning_rate(peak: f64, step: i64, warmup: i64, total: i64) -> f64 {
+    if step < warmup {
+        return peak * (step + 1) as f64 / warmup as f64;
+    }
+    let t = (step - warmup) as f64 / (total - warmup).max(1) as f64;
+    peak * (0.01 + 0.99 * 0.5 * (1.0 + (std::f64::consts::PI * t.min(1.0)).cos()))
+}
+
+/// Brightness, contrast, gamma and noise, per sample, on `[B, 1, S, S]` in `[0, 1]`.
+fn photometric(x: &Tensor) -> Tensor {
+    let b = x.size()[0];
+    let opts = (Kind::Float, x.device());
+    let gamma = (Tensor::rand([b, 1, 1, 1], opts) * 0.8 - 0.4).exp();
+    let contrast = Tensor::rand([b, 1, 1, 1], opts) * 0.8 + 0.6;
+    let brightness = Tensor::rand([b, 1, 1, 1], opts) * 0.3 - 0.15;
+    let noise_sigma = Tensor::rand([b, 1, 1, 1], opts) * 0.04;
+    let x = x.clamp(1e-4, 1.0).pow(&gamma);
+    let x = (x - 0.5) * contrast + 0.5 + brightness;
+    (&x + x.randn_like() * noise_sigma).clamp(0.0, 1.0)
+}
+
+fn batch_tensor(pixels: &[&[u8]], size: u32, device: Device) -> Tensor {
+    let s = size as i64;
+    let flat: Vec<u8> = pixels.iter().flat_map(|p| p.iter().copied()).collect();
+    Tensor::from_slice(&flat).view([pixels.len() as i64, 1, s, s]).to_device(device).to_kind(Kind::Float) / 255.0
+}
+
+/// NME of one validation set with the run-time crop for a typical detection.
+fn validate(net: &Net, cfg: &ModelConfig, set: &data::LoadedSet, head: usize, device: Device) -> Result<f64> {
+    let _guard = tch::no_grad_guard();
+    let scheme = cfg.scheme;
+    let mut errors = Vec::new();
+    let faces: Vec<(usize, Vec<Point>)> =
+        set.annotations.iter().enumerate().map(|(i, a)| (i, scheme.from_68(&a.points))).collect();
+    for chunk in faces.chunks(64) {
+        let mut crops = Vec::new();
+        let mut pixels = Vec::new();
+        for (i, pts) in chunk {
+            let crop = augment::mean_crop(&cfg.crop, pts);
+            pixels.push(augment::make_crop(&set.images[*i], &crop, pts, scheme)?.pixels);
+            crops.push(crop);
+        }
+        let x = batch_tensor(&pixels.iter().map(|p| p.as_slice()).collect::<Vec<_>>(), cfg.input_size, device);
+        let out = net.forward_heads(&x, false).select(1, head as i64).to_device(Device::Cpu).contiguous();
+        let values = Vec::<f32>::try_from(out.flatten(0, -1))?;
+        let n = scheme.num_points();
+        for (k, (_, truth)) in chunk.iter().enumerate() {
+            let unit: Vec<Point> = values[k * 2 * n..(k + 1) * 2 * n].chunks(2).map(|v| Point::new(v[0], v[1])).collect();
+            let pred = frame_points_from_unit(&unit, &crops[k], cfg.input_size);
+            errors.push(eval::nme(&pred, truth, scheme));
+        }
+    }
+    Ok(errors.iter().sum::<f64>() / errors.len() as f64)
+}
+
+pub fn train(opts: &TrainOptions) -> Result<()> {
+    let scheme = opts.scheme;
+    let started = Instant::now();
+    if let Some(parent) = opts.out.parent().filter(|p| !p.as_os_str().is_empty()) {
+        if !parent.is_dir() {
+            bail!("--out {}: folder {} does not exist", opts.out.display(), parent.display());
+        }
+    }
+    if opts.out.extension().and_then(|e| e.to_str()) != Some("safetensors") {
+        bail!("--out {}: the weights file must end in .safetensors", opts.out.display());
+    }
+
+    // Data: every DIR's train.csv (and val.csv when present).
+    let mut train_sets = Vec::new();
+    let mut val_sets = Vec::new();
+    for dir in &opts.data_dirs {
+        let name = data::set_name(dir);
+        let images = dir.join("images");
+        let csv = dir.join("train.csv");
+        if !csv.is_file() {
+            bail!("--data {}: no train.csv in this folder", dir.display());
+        }
+        eprintln!("loading {name}: {}", csv.display());
+        train_sets.push(data::load_set(&name, &csv, &images)?);
+        let val = dir.join("val.csv");
+        if val.is_file() {
+            val_sets.push(data::load_set(&name, &val, &images)?);
+        }
+    }
+    let conventions: Vec<String> = train_sets.iter().map(|s| s.name.clone()).collect();
+    let faces: Vec<Face> = train_sets
+        .iter()
+        .enumerate()
+        .flat_map(|(k, set)| {
+            set.images.iter().zip(&set.annotations).map(move |(gray, a)| Face { gray, points: scheme.from_68(&a.points), set: k })
+        })
+        .collect();
+    eprintln!(
+        "training faces: {} ({})",
+        faces.len(),
+        train_sets.iter().map(|s| format!("{} {}", s.name, s.annotations.len())).collect::<Vec<_>>().join(", ")
+    );
+
+    let ckpt_path = checkpoint_path(&opts.out);
+    // A run killed mid-write leaves only temporary files (the final names are
+    // renamed into place whole); clear them.
+    for p in [&ckpt_path, &opts.out, &config_path_for(&opts.out), &opts.out.with_extension("loss.png")] {
+        fsutil::remove_stale_temps(p);
+    }
+    let resumed = if opts.resume && ckpt_path.is_file() {
+        let (state, tensors) = load_checkpoint(&ckpt_path)?;
+        if state.config.scheme != scheme {
+            bail!("checkpoint {}: it is for the {}-point model", ckpt_path.display(), state.config.scheme.num_points());
+        }
+        eprintln!("resuming {} after epoch {}", ckpt_path.display(), state.history.len());
+        Some((state, tensors))
+    } else {
+        if opts.resume {
+            eprintln!("no checkpoint at {}: starting from scratch", ckpt_path.display());
+        }
+        None
+    };
+
+    let config = match &resumed {
+        Some((state, _)) => state.config.clone(),
+        None => {
+            let (channels, extra_convs, hidden, padding) = architecture(scheme);
+            let mut detector = HaarDetector::new(&opts.cascade, DetectorConfig::default())?;
+            let bar = progress_bar(faces.len() as u64, "measuring Haar boxes");
+            let images: Vec<&opencv::core::Mat> = faces.iter().map(|f| f.gray).collect();
+            let points68: Vec<&[Point]> =
+                train_sets.iter().flat_map(|s| s.annotations.iter().map(|a| a.points.as_slice())).collect();
+            let pts: Vec<Vec<Point>> = faces.iter().map(|f| f.points.clone()).collect();
+            let m = prior::measure(&mut detector, &images, &points68, &pts, padding, || bar.inc(1))?;
+            bar.finish_and_clear();
+            let p = &m.prior;
+            eprintln!(
+                "Haar box vs {}-point box ({} of {} faces matched): centre dx {:+.3}±{:.3}, dy {:+.3}±{:.3} (point-box sizes), scale {:.3} (log-sd {:.3})",
+                scheme.num_points(), m.matched, m.faces, p.dx_mean, p.dx_std, p.dy_mean, p.dy_std, p.scale_mean, p.log_scale_std
+            );
+            ModelConfig {
+                scheme,
+                input_size: scheme.input_size(),
+                channels,
+                extra_convs,
+                hidden,
+                default_convention: conventions.iter().position(|c| c == "helen68").unwrap_or(0),
+                conventions: conventions.clone(),
+                crop: m.prior,
+                trained: None,
+            }
+        }
+    };
+    if config.conventions != conventions {
+        bail!("checkpoint {}: trained on {:?}, now given {:?}", ckpt_path.display(), config.conventions, conventions);
+    }
+
+    let mut vs = nn::VarStore::new(opts.device);
+    let net = Net::new(&vs.root(), &config);
+    let mut opt = optim::AdamW::new(&vs, WEIGHT_DECAY);
+    let mut history = Vec::new();
+    if let Some((state, tensors)) = &resumed {
+        let model: HashMap<String, Tensor> = tensors
+            .iter()
+            .filter_map(|(k, t)| k.strip_prefix("model.").map(|n| (n.to_string(), t.shallow_clone())))
+            .collect();
+        tch::no_grad(|| -> Result<()> {
+            for (name, mut var) in vs.variables() {
+                let src = model.get(&name).with_context(|| format!("checkpoint: tensor {name} missing"))?;
+                var.f_copy_(src)?;
+            }
+            Ok(())
+        })?;
+        opt.restore(tensors, state.adam_step);
+        history = state.history.clone();
+    }
+    vs.set_kind(Kind::Float);
+
+    let batches_per_epoch = faces.len() / opts.batch_size;
+    let total_steps = (batches_per_epoch * opts.epochs) as i64;
+    let warmup = batches_per_epoch as i64;
+    let n_out = 2 * scheme.num_points() as i64;
+    for epoch in history.len()..opts.epochs {
+        let epoch_start = Instant::now();
+        let mut rng = StdRng::seed_from_u64(opts.seed.wrapping_mul(1_000_003).wrapping_add(epoch as u64));
+        tch::manual_seed((opts.seed as i64).wrapping_add(epoch as i64));
+        let mut order: Vec<usize> = (0..faces.len()).collect();
+        order.shuffle(&mut rng);
+        let bar = progress_bar(batches_per_epoch as u64, &format!("epoch {}/{}", epoch + 1, opts.epochs));
+        let (mut loss_sum, mut loss_n) = (0.0, 0usize);
+        for batch in order.chunks_exact(opts.batch_size) {
+            let mut pixels = Vec::with_capacity(batch.len());
+            let mut targets = Vec::with_capacity(batch.len() * n_out as usize);
+            let mut sets = Vec::with_capacity(batch.len());
+            for &i in batch {
+                let f = &faces[i];
+                let s = augment::random_crop(&mut rng, f.gray, &f.points, &config.crop, scheme)?;
+                targets.extend(s.targets.iter().flat_map(|p| [p.x, p.y]));
+                pixels.push(s.pixels);
+                sets.push(f.set as i64);
+            }
+            let x = photometric(&batch_tensor(
+                &pixels.iter().map(|p| p.as_slice()).collect::<Vec<_>>(),
+                config.input_size,
+                opts.device,
+            ));
+            let b = batch.len() as i64;
+            let y = Tensor::from_slice(&targets).view([b, n_out]).to_device(opts.device);
+            let index = Tensor::from_slice(&sets).to_device(opts.device).view([b, 1, 1]).expand([b, 1, n_out], false);
+            let pred = net.forward_heads(&x, true).gather(1, &index, false).squeeze_dim(1);
+            let loss = (pred - y).abs().mean(Kind::Float);
+            opt.zero_grad();
+            loss.backward();
+            opt.step(learning_rate(opts.learning_rate, opt.step, warmup, total_steps));
+            let l = f64::try_from(&loss)?;
+            if !l.is_finite() {
+                bail!("training diverged at epoch {} (loss {l})", epoch + 1);
+            }
+            loss_sum += l;
+            loss_n += 1;
+            bar.set_message(format!("loss {:.4}", loss_sum / loss_n as f64));
+            bar.inc(1);
+        }
+        bar.finish_and_clear();
+        let mut val_nme = Vec::new();
+        for set in &val_sets {
+            let head = config.conventions.iter().position(|c| *c == set.name).unwrap_or(config.default_convention);
+            val_nme.push((set.name.clone(), validate(&net, &config, set, head, opts.device)?));
+        }
+        let record = EpochRecord {
+            epoch: epoch + 1,
+            train_loss: loss_sum / loss_n.max(1) as f64,
+            val_nme,
+            secs: epoch_start.elapsed().as_secs_f64(),
+        };
+        eprintln!(
+            "epoch {:>3}/{}: loss {:.4}  val NME {}  ({:.0} s)",
+            record.epoch,
+            opts.epochs,
+            record.train_loss,
+            record.val_nme.iter().map(|(n, v)| format!("{n} {v:.4}")).collect::<Vec<_>>().join(", "),
+            record.secs
+        );
+        history.push(record);
+        let state = CheckpointState {
+            config: config.clone(),
+            epochs: opts.epochs,
+            seed: opts.seed,
+            adam_step: opt.step,
+            history: history.clone(),
+            data: opts.data_dirs.iter().map(|d| d.display().to_string()).collect(),
+            train_faces: faces.len(),
+        };
+        save_checkpoint(&ckpt_path, &vs, &opt, &state)?;
+        plot::loss_curve(&opts.out.with_extension("loss.png"), &history)?;
+    }
+
+    let mut final_config = config.clone();
+    final_config.trained = Some(TrainInfo {
+        data: opts.data_dirs.iter().map(|d| data::set_name(d)).collect(),
+        epochs: opts.epochs,
+        train_faces: faces.len(),
+        seed: opts.seed,
+        train_secs: history.iter().map(|h| h.secs).sum(),
+        final_val_nme: history.last().map(|h| h.val_nme.clone()).unwrap_or_default(),
+    });
+    save_weights(&vs, &opts.out)?;
+    final_config.save(&config_path_for(&opts.out)).with_context(|| format!("{}: cannot write", config_path_for(&opts.out).display()))?;
+    plot::loss_curve(&opts.out.with_extension("loss.png"), &history)?;
+    eprintln!(
+        "wrote {} and {} ({:.1} min this session, {:.1} min of epochs in all)",
+        opts.out.display(),
+        config_path_for(&opts.out).display(),
+        started.elapsed().as_secs_f64() / 60.0,
+        history.iter().map(|h| h.secs).sum::<f64>() / 60.0
+    );
+    Ok(())
+}
+
+pub fn progress_bar(len: u64, prefix: &str) -> ProgressBar {
+    let bar = ProgressBar::new(len);
+    bar.set_style(
+        ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} {msg} ({eta})")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    bar.set_prefix(prefix.to_string());
+    bar
+}

@@ -1,0 +1,127 @@
+//! Measures where the Haar detector puts its box relative to the true points on
+//! training images, as the distribution training samples crops from
+//! ([`crate::geometry::CropPrior`]).
+
+use crate::detect::{DetectError, HaarDetector};
+use crate::geometry::{points_size, CropPrior, Point, Rect};
+use opencv::core::Mat;
+
+/// A detection is matched to a face when its IoU with the box of the true points is
+/// at least this (the same rule `eval --boxes haar` uses).
+pub const MATCH_IOU: f32 = 0.3;
+
+/// The detection that matches `points`, if any: the highest IoU with the true
+/// points' box, at least [`MATCH_IOU`].
+pub fn match_detection(detections: &[Rect], points68: &[Point]) -> Option<Rect> {
+    let truth = Rect::bounding(points68);
+    detections
+        .iter()
+        .map(|d| (d.iou(&truth), *d))
+        .filter(|(iou, _)| *iou >= MATCH_IOU)
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+        .map(|(_, d)| d)
+}
+
+/// One matched detection, in units of the points' size.
+#[derive(Debug, Clone, Copy)]
+pub struct Offset {
+    pub dx: f32,
+    pub dy: f32,
+    pub log_scale: f32,
+}
+
+pub fn offset_of(detection: &Rect, points: &[Point]) -> Offset {
+    let b = Rect::bounding(points);
+    let s = points_size(points);
+    let (c, d) = (b.center(), detection.center());
+    Offset { dx: (d.x - c.x) / s, dy: (d.y - c.y) / s, log_scale: (detection.w / s).ln() }
+}
+
+/// Mean and standard deviation after discarding values beyond 3 robust sigmas
+/// (a wrong match should not widen the distribution).
+pub fn robust_mean_std(values: &[f32]) -> (f32, f32) {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f32::total_cmp);
+    let median = sorted[sorted.len() / 2];
+    let mut dev: Vec<f32> = sorted.iter().map(|v| (v - median).abs()).collect();
+    dev.sort_by(f32::total_cmp);
+    let sigma = 1.4826 * dev[dev.len() / 2];
+    let kept: Vec<f32> = sorted.into_iter().filter(|v| (v - median).abs() <= 3.0 * sigma.max(1e-6)).collect();
+    let n = kept.len() as f32;
+    let mean = kept.iter().sum::<f32>() / n;
+    let var = kept.iter().map(|v| (v - mean).powi(2)).sum::<f32>() / n;
+    (mean, var.sqrt())
+}
+
+pub struct PriorMeasurement {
+    pub prior: CropPrior,
+    pub faces: usize,
+    pub matched: usize,
+}
+
+/// Runs the detector on every image and fits the prior to the matched boxes.
+/// `points` are the model's points (68 or 15) of each face, `points68` all 68
+/// (for matching).
+pub fn measure(
+    detector: &mut HaarDetector,
+    images: &[&Mat],
+    points68: &[&[Point]],
+    points: &[Vec<Point>],
+    crop_padding: f32,
+    mut progress: impl FnMut(),
+) -> Result<PriorMeasurement, DetectError> {
+    let mut offsets = Vec::new();
+    for ((img, p68), p) in images.iter().zip(points68).zip(points) {
+        let dets = detector.detect(img)?;
+        if let Some(d) = match_detection(&dets, p68) {
+            offsets.push(offset_of(&d, p));
+        }
+        progress();
+    }
+    if offsets.len() < 10 {
+        return Err(DetectError::OpenCv(opencv::Error::new(
+            opencv::core::StsError,
+            format!("the detector matched only {} of {} training faces", offsets.len(), images.len()),
+        )));
+    }
+    let (dx_mean, dx_std) = robust_mean_std(&offsets.iter().map(|o| o.dx).collect::<Vec<_>>());
+    let (dy_mean, dy_std) = robust_mean_std(&offsets.iter().map(|o| o.dy).collect::<Vec<_>>());
+    let (ls_mean, ls_std) = robust_mean_std(&offsets.iter().map(|o| o.log_scale).collect::<Vec<_>>());
+    Ok(PriorMeasurement {
+        prior: CropPrior {
+            dx_mean,
+            dx_std,
+            dy_mean,
+            dy_std,
+            scale_mean: ls_mean.exp(),
+            log_scale_std: ls_std,
+            crop_padding,
+        },
+        faces: images.len(),
+        matched: offsets.len(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn robust_stats_ignore_outliers() {
+        let mut v: Vec<f32> = (0..100).map(|i| (i % 10) as f32 * 0.1).collect();
+        v.push(1000.0);
+        let (m, s) = robust_mean_std(&v);
+        assert!((m - 0.45).abs() < 1e-4, "{m}");
+        assert!(s < 0.3, "{s}");
+    }
+
+    #[test]
+    fn matching_takes_the_best_overlap_above_the_threshold() {
+        let pts = [Point::new(10.0, 10.0), Point::new(50.0, 50.0)];
+        let far = Rect::new(200.0, 200.0, 40.0, 40.0);
+        let near = Rect::new(12.0, 12.0, 40.0, 40.0);
+        let exact = Rect::new(10.0, 10.0, 40.0, 40.0);
+        assert_eq!(match_detection(&[far], &pts), None);
+        assert_eq!(match_detection(&[far, near, exact], &pts), Some(exact));
+    }
+}
