@@ -81,18 +81,36 @@ impl Rect {
 
     /// Intersection over union, 0 for disjoint or empty boxes.
     pub fn iou(&self, other: &Rect) -> f32 {
-        let ix = (self.x + self.w).min(other.x + other.w) - self.x.max(other.x);
-        let iy = (self.y + self.h).min(other.y + other.h) - self.y.max(other.y);
-        if ix <= 0.0 || iy <= 0.0 {
+        let inter = self.intersection_area(other);
+        if inter <= 0.0 {
             return 0.0;
         }
-        let inter = ix * iy;
         let union = self.area() + other.area() - inter;
         if union <= 0.0 {
             0.0
         } else {
             inter / union
         }
+    }
+
+    /// Area of the overlap of two boxes (0 when disjoint).
+    pub fn intersection_area(&self, other: &Rect) -> f32 {
+        let ix = (self.x + self.w).min(other.x + other.w) - self.x.max(other.x);
+        let iy = (self.y + self.h).min(other.y + other.h) - self.y.max(other.y);
+        if ix <= 0.0 || iy <= 0.0 {
+            0.0
+        } else {
+            ix * iy
+        }
+    }
+
+    /// Intersection over the smaller box's area: 1 when one box lies inside the other.
+    pub fn overlap_of_smaller(&self, other: &Rect) -> f32 {
+        let smaller = self.area().min(other.area());
+        if smaller <= 0.0 {
+            return 0.0;
+        }
+        self.intersection_area(other) / smaller
     }
 
     pub fn scale(&self, factor: f32) -> Rect {
@@ -300,6 +318,10 @@ mod tests {
         assert_eq!(a.iou(&Rect::new(20.0, 0.0, 10.0, 10.0)), 0.0);
         let half = a.iou(&Rect::new(5.0, 0.0, 10.0, 10.0));
         assert!((half - 50.0 / 150.0).abs() < 1e-6);
+        let inner = Rect::new(2.0, 2.0, 4.0, 4.0);
+        assert_eq!(a.overlap_of_smaller(&inner), 1.0);
+        assert_eq!(inner.overlap_of_smaller(&a), 1.0);
+        assert!((a.overlap_of_smaller(&Rect::new(5.0, 0.0, 20.0, 20.0)) - 0.5).abs() < 1e-6);
     }
 
     #[test]

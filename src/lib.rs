@@ -16,4 +16,5 @@ pub mod pipeline;
 pub mod render;
 pub mod source;
 pub mod smooth;
+pub mod track;
 pub mod bench;

@@ -17,17 +17,22 @@ use std::sync::Arc;
 
 /// Exit code after Ctrl-C or SIGTERM (128 + SIGINT, as shells report it).
 const EXIT_INTERRUPTED: u8 = 130;
-/// The sample video the demo falls back to when no camera opens.
-/// Detector cadence when tracking (see `--detect-every`).
-const DEFAULT_DETECT_EVERY: u32 = 1;
+/// Detector cadence when tracking (see `--detect-every`): new faces are picked up
+/// within a third of a second at 30 fps, and the cascade (about 40 ms at 320 px on
+/// one core) costs 4 ms per frame, spread over frames by the detect stage.
+const DEFAULT_DETECT_EVERY: u32 = 10;
+/// Width of the image the detector searches in `run` and `bench` (smallest face:
+/// 24 px there, 48 px in a 640 px frame). `eval` and `train` search at 640 px.
+const DEFAULT_RUN_DETECT_WIDTH: u32 = 320;
 /// Thread pools on a 2-core machine: the pipeline already runs decode, the face
 /// stage and the sinks in their own threads, so the CNN's and OpenCV's own pools
 /// get one thread each by default (measured: see README "Speed").
 const DEFAULT_CNN_THREADS: i32 = 1;
-const DEFAULT_CV_THREADS: i32 = 1;
+const DEFAULT_CV_THREADS: i32 = 2;
 /// Noise of `bench --still`, grey levels.
 const STILL_NOISE_SIGMA: f64 = 3.0;
 const STILL_FRAMES: u64 = 300;
+/// The sample video the demo falls back to when no camera opens.
 const SAMPLE_VIDEO: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/hamilton_clip.mp4");
 
 #[derive(Parser)]
@@ -68,13 +73,17 @@ struct ModelArgs {
 /// Detection, tracking and smoothing settings shared by `run` and `bench`.
 #[derive(clap::Args)]
 struct TrackingArgs {
-    /// Run the Haar detector every N frames (and when no face is tracked);
-    /// in between, follow faces by their keypoints. 1 = detect on every frame
+    /// Run the Haar detector every N frames to find new faces (and at once when a
+    /// track is lost); in between, follow faces by their keypoints
     #[arg(long, default_value_t = DEFAULT_DETECT_EVERY, value_parser = clap::value_parser!(u32).range(1..=1000))]
     detect_every: u32,
-    /// Frames wider than this are downscaled for the Haar detector
-    #[arg(long, default_value_t = facekp::detect::DEFAULT_DETECT_WIDTH, value_parser = clap::value_parser!(u32).range(64..=8192))]
-    detect_width: u32,
+    /// No tracking: run the detector on every frame and crop every face from its box
+    #[arg(long)]
+    no_track: bool,
+    /// Frames wider than this are downscaled for the Haar detector; larger finds
+    /// smaller faces, slower [default: 320 for cameras and videos, 640 for --images]
+    #[arg(long, value_parser = clap::value_parser!(u32).range(64..=8192))]
+    detect_width: Option<u32>,
     /// One Euro filter: minimum cutoff (Hz); lower is steadier
     #[arg(long, default_value_t = facekp::smooth::DEFAULT_MIN_CUTOFF_HZ)]
     smooth_min_cutoff: f32,
@@ -95,6 +104,26 @@ struct TrackingArgs {
 }
 
 impl TrackingArgs {
+    /// Detector cadence and whether to track: `--no-track` detects on every frame,
+    /// and so does an image folder (its photos are unrelated to each other).
+    fn schedule(&self, spec: &SourceSpec) -> (u32, bool) {
+        if self.no_track || matches!(spec, SourceSpec::Images(_)) {
+            (1, false)
+        } else {
+            (self.detect_every, true)
+        }
+    }
+
+    /// The detector settings for `spec`: photos are searched at the width `eval`
+    /// uses; live and video frames at a smaller one, for speed.
+    fn detector(&self, spec: &SourceSpec) -> DetectorConfig {
+        let default = match spec {
+            SourceSpec::Images(_) => DetectorConfig::default().max_width,
+            _ => DEFAULT_RUN_DETECT_WIDTH,
+        };
+        DetectorConfig { max_width: self.detect_width.unwrap_or(default) }
+    }
+
     /// Sets the thread pools of libtorch and OpenCV.
     fn apply_threads(&self) -> Result<()> {
         tch::set_num_threads(self.cnn_threads);
@@ -163,16 +192,13 @@ enum Command {
         frames: Option<u64>,
         #[command(flatten)]
         model: ModelArgs,
-        /// Detect on every frame (no tracking)
-        #[arg(long)]
-        no_track: bool,
         /// Play the video at its frame rate as a live camera (stale frames dropped)
         /// and report capture-to-display latency
         #[arg(long, requires = "video")]
         live: bool,
         /// Also run the video detecting on every frame and report how far tracked
         /// keypoints are from those, and any face run of 10+ frames the tracker misses
-        #[arg(long, requires = "video", conflicts_with = "no_track")]
+        #[arg(long, requires = "video")]
         compare: bool,
         /// Print the figures as one JSON object on the last line
         #[arg(long)]
@@ -330,9 +356,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let smoothing = tracking.smoothing()?;
             tracking.apply_threads()?;
             let model = load_model(model.weights, model.scheme, &model.device, None)?;
+            let (detect_every, track) = tracking.schedule(&spec);
             let options = RunOptions {
                 source: spec,
-                detect_every: tracking.detect_every,
+                detect_every,
+                tracking: track,
                 smoothing,
                 record_faces: false,
                 show_window,
@@ -342,7 +370,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 progress: !show_window,
                 overlay: OverlayOptions::default(),
             };
-            let detector = DetectorConfig { max_width: tracking.detect_width };
+            let detector = tracking.detector(&options.source);
             let prepared = pipeline::Prepared::new(source, options, detector, &tracking.cascade, model)?;
             let info_description = prepared.source.info().description.clone();
             eprintln!("source: {info_description}");
@@ -369,7 +397,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
             Ok(if summary.stop == StopReason::Interrupted { ExitCode::from(EXIT_INTERRUPTED) } else { ExitCode::SUCCESS })
         }
-        Command::Bench { video, still, frames, model, no_track, live, compare, json, tracking } => {
+        Command::Bench { video, still, frames, model, live, compare, json, tracking } => {
             let scheme = model.scheme;
             tracking.apply_threads()?;
             let spec = match (&video, &still) {
@@ -381,12 +409,13 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let smoothing = tracking.smoothing()?;
             let stop = Arc::new(AtomicBool::new(false));
             install_interrupt(stop.clone())?;
-            let bench_pass = |detect_every: u32, record_faces: bool| -> Result<pipeline::RunSummary> {
+            let bench_pass = |(detect_every, track): (u32, bool), record_faces: bool| -> Result<pipeline::RunSummary> {
                 let source = facekp::source::open(&spec)?;
                 let model = load_model(model.weights.clone(), scheme, &model.device, None)?;
                 let options = RunOptions {
                     source: spec.clone(),
                     detect_every,
+                    tracking: track,
                     smoothing,
                     record_faces,
                     show_window: false,
@@ -396,17 +425,16 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     progress: false,
                     overlay: OverlayOptions::default(),
                 };
-                let detector = DetectorConfig { max_width: tracking.detect_width };
+                let detector = tracking.detector(&spec);
                 let prepared = pipeline::Prepared::new(source, options, detector, &tracking.cascade, model)?;
                 eprintln!("source: {}", prepared.source.info().description);
                 pipeline::run(prepared, stop.clone())
             };
-            let detect_every = if no_track { 1 } else { tracking.detect_every };
-            let summary = bench_pass(detect_every, still.is_some() || compare)?;
+            let summary = bench_pass(tracking.schedule(&spec), still.is_some() || compare)?;
             let report = facekp::bench::report(&summary, scheme, still.is_some());
             report.print_human(summary.frames);
             let agreement = if compare {
-                let every = bench_pass(1, true)?;
+                let every = bench_pass((1, false), true)?;
                 let a = facekp::bench::agreement(&every.faces_per_frame, &summary.faces_per_frame, scheme);
                 println!(
                     "tracked vs detect-every-frame: {} of {} faces matched, mean difference {:.4} of the inter-ocular distance; {} of {} face runs of 10+ frames missed",

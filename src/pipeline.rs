@@ -7,194 +7,137 @@
 
 use crate::detect::{DetectorConfig, HaarDetector};
 use crate::face::{Face, StageTimes};
-use crate::geometry::{frame_points_from_unit, Rect};
+use crate::geometry::{frame_points_from_unit, Point, Rect};
 use crate::imageops;
 use crate::model::Keypointer;
 use crate::output::KeypointWriter;
 use crate::render::{self, OverlayOptions, OverlayStats, VideoSink, WindowSink};
-use crate::smooth::{OneEuroParams, PointsFilter};
+use crate::smooth::OneEuroParams;
+use crate::track::{Candidate, Origin, Tracker, TrackerParams};
 use crate::source::{Frame, FrameSource, SourceSpec};
 use anyhow::{anyhow, Context, Result};
 use crossbeam_channel::{bounded, Receiver, Sender, TrySendError};
 use opencv::core::Mat;
+use opencv::prelude::*;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread;
 use std::time::Instant;
 
-/// A detection overlaps a track when their IoU is at least this.
-pub const TRACK_MATCH_IOU: f32 = 0.3;
-/// A tracked face is lost when the box predicted from its new points overlaps the
-/// box it was cropped from by less than this (the points left the crop, or collapsed).
-pub const TRACK_KEEP_IOU: f32 = 0.5;
-/// A tracked face is lost when its size changes by more than this factor between
-/// two frames (a face does not shrink or grow 15% in 1/30 s; points fitted to
-/// clutter do).
-pub const TRACK_MIN_SCALE_CHANGE: f32 = 0.85;
-/// Two tracks on one face: the younger is dropped above this IoU.
-pub const TRACK_DUPLICATE_IOU: f32 = 0.5;
-
-/// A track the detector failed to confirm at this many consecutive detector runs
-/// is dropped (the crop may hold a face-like pattern the CNN keeps fitting).
-pub const TRACK_MAX_MISSED_DETECTIONS: u32 = 2;
-
-struct Track {
-    id: u64,
-    /// Consecutive detector runs that did not find this face.
-    missed_detections: u32,
-    /// The box the next crop is taken from (predicted from the last raw points).
-    next_box: Rect,
-    /// One Euro filters of the track's points (fresh for a new track).
-    filter: PointsFilter,
-    last_timestamp_ms: f64,
-}
-
-/// A face to crop on this frame.
-struct Candidate {
-    crop_box: Rect,
-    /// The track it continues, if any.
-    track: Option<u64>,
-    /// Found by the detector on this frame.
-    detected: bool,
-    missed_detections: u32,
-}
-
-/// The detect + track + infer stage: frames in, faces with keypoints out.
+/// The detect + track + infer stage: gray frames (with the detect stage's boxes on
+/// the frames it ran) in, faces with keypoints out.
 pub struct FaceStage {
+    /// Runs at once when a track is lost or no face is followed (the detect stage
+    /// keeps the schedule).
     detector: HaarDetector,
     model: Keypointer,
-    /// Run the detector every N frames (1 = every frame, no tracking between).
-    detect_every: u64,
-    frames: u64,
-    tracks: Vec<Track>,
-    next_id: u64,
-    smoothing: Option<OneEuroParams>,
+    tracker: Tracker,
+    tracking: bool,
+    /// Detector runs of this stage (track lost, or no face followed).
     pub detector_runs: u64,
 }
 
+/// The crops of some candidates and the points the CNN found in them.
+struct Inferred {
+    kept: Vec<(Candidate, Vec<Point>)>,
+    /// A tracked face was judged lost.
+    lost: bool,
+}
+
 impl FaceStage {
-    /// `detect_every`: 1 detects on every frame; N > 1 follows faces by their
-    /// keypoints and detects every N frames (and whenever no face is tracked).
-    /// `smoothing`: One Euro filtering of each track's points, or raw points.
-    pub fn new(detector: HaarDetector, model: Keypointer, detect_every: u32, smoothing: Option<OneEuroParams>) -> Self {
-        Self {
-            detector,
-            model,
-            detect_every: detect_every.max(1) as u64,
-            frames: 0,
-            tracks: Vec::new(),
-            next_id: 0,
-            smoothing,
-            detector_runs: 0,
-        }
+    /// `tracking`: follow faces by their keypoints between detector runs; when
+    /// false, every crop is a detector box. `smoothing`: One Euro filtering of each
+    /// track's points, or raw points.
+    pub fn new(detector: HaarDetector, model: Keypointer, tracking: bool, smoothing: Option<OneEuroParams>) -> Self {
+        let tracker = Tracker::new(model.config().crop, TrackerParams::default(), smoothing, tracking);
+        Self { detector, model, tracker, tracking, detector_runs: 0 }
     }
 
     pub fn model(&self) -> &Keypointer {
         &self.model
     }
 
-    /// Finds the faces of one BGR (or gray) frame taken at `timestamp_ms`.
-    pub fn process(&mut self, image: &Mat, timestamp_ms: f64) -> Result<(Vec<Face>, StageTimes)> {
+    /// Crops `candidates` from `gray`, runs them through the CNN as one batch and
+    /// keeps the plausible ones. When tracking, fresh detections get a second pass
+    /// cropped from their first points: the crop geometry the CNN was trained on,
+    /// centred on the face rather than on Haar's noisy box.
+    fn infer(&self, gray: &Mat, candidates: Vec<Candidate>) -> Result<Inferred> {
+        let cfg = self.model.config();
+        let boxes: Vec<Rect> = candidates.iter().map(|c| c.box_in_frame).collect();
+        let mut points = self.points_in_boxes(gray, &boxes)?;
+        let mut kept = Vec::new();
+        let mut lost = false;
+        for (c, p) in candidates.into_iter().zip(points.drain(..)) {
+            if self.tracker.plausible(&c, &p, (gray.cols() as u32, gray.rows() as u32)) {
+                kept.push((c, p));
+            } else {
+                lost |= c.origin != Origin::Fresh;
+            }
+        }
+        if self.tracking {
+            let fresh: Vec<usize> = (0..kept.len()).filter(|&i| kept[i].0.origin == Origin::Fresh).collect();
+            let first: Vec<Rect> = fresh.iter().map(|&i| cfg.crop.detection_for_points(&kept[i].1)).collect();
+            let mut consistency = vec![0.0f32; kept.len()];
+            for ((i, p), b) in fresh.into_iter().zip(self.points_in_boxes(gray, &first)?).zip(&first) {
+                consistency[i] = cfg.crop.detection_for_points(&p).iou(b);
+                kept[i].1 = p;
+            }
+            // Where two fresh faces overlap, the tracker keeps the first: the one whose
+            // second pass moved least (a real face; a false detection drifts).
+            let mut order: Vec<usize> = (0..kept.len()).collect();
+            order.sort_by(|&a, &b| consistency[b].total_cmp(&consistency[a]));
+            let mut slots: Vec<Option<(Candidate, Vec<Point>)>> = kept.into_iter().map(Some).collect();
+            kept = order.into_iter().filter_map(|i| slots[i].take()).collect();
+        }
+        Ok(Inferred { kept, lost })
+    }
+
+    /// Keypoints (frame pixels) of the faces in detector-like `boxes`, one batch.
+    fn points_in_boxes(&self, gray: &Mat, boxes: &[Rect]) -> Result<Vec<Vec<Point>>> {
+        let cfg = self.model.config();
+        let crops: Vec<_> = boxes.iter().map(|b| cfg.crop.crop_for_detection(b)).collect();
+        let pixels = crops.iter().map(|c| imageops::extract_crop(gray, c, cfg.input_size)).collect::<opencv::Result<Vec<_>>>()?;
+        let units = self.model.infer(&pixels)?;
+        Ok(units.iter().zip(&crops).map(|(u, c)| frame_points_from_unit(u, c, cfg.input_size)).collect())
+    }
+
+    /// Finds the faces of one 8-bit gray frame taken at `timestamp_ms`;
+    /// `detections` are the detector's boxes when it ran on this frame.
+    pub fn process(&mut self, gray: &Mat, detections: Option<&[Rect]>, timestamp_ms: f64) -> Result<(Vec<Face>, StageTimes)> {
         let mut times = StageTimes::default();
-        let t0 = Instant::now();
-        let gray = imageops::to_gray(image)?;
-        let run_detector = self.detect_every == 1 || self.tracks.is_empty() || self.frames.is_multiple_of(self.detect_every);
-        self.frames += 1;
-        let mut candidates: Vec<Candidate> = Vec::new();
-        if run_detector {
+        let t = Instant::now();
+        let plan = self.tracker.plan(detections);
+        let Inferred { mut kept, lost } = self.infer(gray, plan)?;
+        times.infer_ms = t.elapsed().as_secs_f64() * 1000.0;
+        if detections.is_none() && (lost || kept.is_empty()) {
+            // A track was lost between detector runs, or no face is followed: look
+            // for faces at once rather than at the next scheduled run.
+            let t = Instant::now();
+            let found = self.detector.detect(gray)?;
             self.detector_runs += 1;
             times.detector_ran = true;
-            let detections = self.detector.detect(&gray)?;
-            let mut claimed = vec![false; self.tracks.len()];
-            for d in detections {
-                let best = self
-                    .tracks
-                    .iter()
-                    .enumerate()
-                    .filter(|(k, _)| !claimed[*k])
-                    .map(|(k, t)| (k, t.next_box.iou(&d)))
-                    .filter(|(_, iou)| *iou >= TRACK_MATCH_IOU)
-                    .max_by(|a, b| a.1.total_cmp(&b.1));
-                let track = best.map(|(k, _)| {
-                    claimed[k] = true;
-                    self.tracks[k].id
-                });
-                candidates.push(Candidate { crop_box: d, track, detected: true, missed_detections: 0 });
-            }
-            // Tracks the detector did not see this time are followed by their points
-            // for a while, unless detecting on every frame (the detector alone decides).
-            if self.detect_every > 1 {
-                for (k, t) in self.tracks.iter().enumerate() {
-                    let missed = t.missed_detections + 1;
-                    if !claimed[k] && missed <= TRACK_MAX_MISSED_DETECTIONS {
-                        candidates.push(Candidate { crop_box: t.next_box, track: Some(t.id), detected: false, missed_detections: missed });
-                    }
-                }
-            }
-        } else {
-            candidates.extend(self.tracks.iter().map(|t| Candidate {
-                crop_box: t.next_box,
-                track: Some(t.id),
-                detected: false,
-                missed_detections: t.missed_detections,
-            }));
+            times.detect_ms = t.elapsed().as_secs_f64() * 1000.0;
+            let t = Instant::now();
+            let prior = self.tracker.prior();
+            let match_iou = self.tracker.params().match_iou;
+            let fresh: Vec<Candidate> = found
+                .into_iter()
+                .filter(|d| kept.iter().all(|(_, p)| prior.detection_for_points(p).iou(d) < match_iou))
+                .map(|d| Candidate { box_in_frame: d, track: None, origin: Origin::Fresh })
+                .collect();
+            kept.extend(self.infer(gray, fresh)?.kept);
+            times.infer_ms += t.elapsed().as_secs_f64() * 1000.0;
         }
-        times.detect_ms = t0.elapsed().as_secs_f64() * 1000.0;
-
-        let t1 = Instant::now();
-        let cfg = self.model.config();
-        let crops: Vec<_> = candidates.iter().map(|c| cfg.crop.crop_for_detection(&c.crop_box)).collect();
-        let pixels = crops
-            .iter()
-            .map(|c| imageops::extract_crop(&gray, c, cfg.input_size))
-            .collect::<opencv::Result<Vec<_>>>()?;
-        let units = self.model.infer(&pixels)?;
-        times.infer_ms = t1.elapsed().as_secs_f64() * 1000.0;
-
-        let mut faces: Vec<Face> = Vec::new();
-        let mut tracks: Vec<Track> = Vec::new();
-        let mut old: Vec<Option<Track>> = std::mem::take(&mut self.tracks).into_iter().map(Some).collect();
-        for ((c, crop), unit) in candidates.into_iter().zip(&crops).zip(&units) {
-            let b = c.crop_box;
-            let points = frame_points_from_unit(unit, crop, cfg.input_size);
-            let next_box = cfg.crop.detection_for_points(&points);
-            let scale_change = next_box.w / b.w.max(1.0);
-            let implausible = !(TRACK_MIN_SCALE_CHANGE..=1.0 / TRACK_MIN_SCALE_CHANGE).contains(&scale_change);
-            if !c.detected && (next_box.iou(&b) < TRACK_KEEP_IOU || implausible) {
-                continue; // lost: the points no longer describe a face in this crop
-            }
-            if tracks.iter().any(|t| t.next_box.iou(&next_box) > TRACK_DUPLICATE_IOU) {
-                continue; // a second candidate on a face already kept
-            }
-            let previous = c.track.and_then(|id| old.iter_mut().find(|t| t.as_ref().is_some_and(|t| t.id == id))).and_then(Option::take);
-            let mut track = previous.unwrap_or_else(|| {
-                self.next_id += 1;
-                Track {
-                    id: self.next_id,
-                    missed_detections: 0,
-                    next_box,
-                    filter: PointsFilter::default(),
-                    last_timestamp_ms: timestamp_ms,
-                }
-            });
-            track.missed_detections = c.missed_detections;
-            let points = match &self.smoothing {
-                Some(params) => {
-                    let dt_secs = ((timestamp_ms - track.last_timestamp_ms) / 1000.0) as f32;
-                    track.filter.filter(&points, b.w, dt_secs, params)
-                }
-                None => points,
-            };
-            track.next_box = next_box;
-            track.last_timestamp_ms = timestamp_ms;
-            faces.push(Face { box_in_frame: b, points, track: track.id });
-            tracks.push(track);
-        }
-        self.tracks = tracks;
+        let faces = self.tracker.update(kept, timestamp_ms);
         Ok((faces, times))
     }
 }
+
+/// Memory for frames queued before the face stage when reading files.
+const FILE_QUEUE_BYTES: usize = 64 << 20;
+/// At most this many frames queued before the face stage (files).
+const FILE_QUEUE_FRAMES: usize = 16;
 
 /// Why a run ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -208,7 +151,11 @@ pub enum StopReason {
 
 pub struct RunOptions {
     pub source: SourceSpec,
+    /// Run the Haar detector on every N-th frame (1: every frame).
     pub detect_every: u32,
+    /// Follow faces by their keypoints between detector runs (else every crop is
+    /// a detector box).
+    pub tracking: bool,
     pub smoothing: Option<OneEuroParams>,
     /// Keep every frame's faces in the summary (for `bench --still`).
     pub record_faces: bool,
@@ -224,6 +171,7 @@ pub struct RunOptions {
 #[derive(Debug, Clone, Default)]
 pub struct StageSamples {
     pub decode_ms: Vec<f64>,
+    /// Haar cascade time of the frames the detector ran on.
     pub detect_ms: Vec<f64>,
     /// Crop + CNN time divided by the faces of the frame (frames with faces only).
     pub infer_ms_per_face: Vec<f64>,
@@ -266,10 +214,27 @@ struct Annotated {
     times: StageTimes,
 }
 
+/// A frame with its gray copy and, on the frames the detector ran, its boxes.
+struct Detected {
+    frame: Frame,
+    gray: Mat,
+    detections: Option<Vec<Rect>>,
+    detect_ms: f64,
+}
+
+/// The detect stage: gray conversion of every frame, and the Haar detector on every
+/// `every`-th frame it receives, a frame ahead of the face stage so that detection
+/// and inference run at the same time on the two cores.
+pub struct DetectStage {
+    detector: HaarDetector,
+    every: u64,
+}
+
 /// Everything a run needs, opened and checked before any thread starts or any
 /// output file exists, so bad input fails early with nothing written.
 pub struct Prepared {
     pub source: Box<dyn FrameSource>,
+    pub detect: DetectStage,
     pub stage: FaceStage,
     pub options: RunOptions,
 }
@@ -282,9 +247,9 @@ impl Prepared {
         cascade: &std::path::Path,
         model: Keypointer,
     ) -> Result<Self> {
-        let detector = HaarDetector::new(cascade, detector)?;
-        let stage = FaceStage::new(detector, model, options.detect_every, options.smoothing);
-        Ok(Self { source, stage, options })
+        let detect = DetectStage { detector: HaarDetector::new(cascade, detector)?, every: options.detect_every.max(1) as u64 };
+        let stage = FaceStage::new(HaarDetector::new(cascade, detector)?, model, options.tracking, options.smoothing);
+        Ok(Self { source, detect, stage, options })
     }
 }
 
@@ -343,14 +308,35 @@ fn source_thread(mut source: Box<dyn FrameSource>, tx: Sender<Frame>, drain: Opt
     }
 }
 
-fn face_thread(mut stage: FaceStage, rx: Receiver<Frame>, tx: Sender<Annotated>) -> Result<u64> {
+fn detect_thread(mut stage: DetectStage, rx: Receiver<Frame>, tx: Sender<Detected>) -> Result<u64> {
+    let mut runs = 0u64;
+    for (n, frame) in rx.iter().enumerate() {
+        let t = Instant::now();
+        let gray = imageops::to_gray(&frame.image)?;
+        let detections = if (n as u64).is_multiple_of(stage.every) {
+            runs += 1;
+            Some(stage.detector.detect(&gray)?)
+        } else {
+            None
+        };
+        let detect_ms = t.elapsed().as_secs_f64() * 1000.0;
+        if tx.send(Detected { frame, gray, detections, detect_ms }).is_err() {
+            break;
+        }
+    }
+    Ok(runs)
+}
+
+fn face_thread(mut stage: FaceStage, rx: Receiver<Detected>, tx: Sender<Annotated>) -> Result<u64> {
     let _guard = tch::no_grad_guard();
     // OpenMP thread counts are per calling thread: re-apply the process setting here.
     tch::set_num_threads(tch::get_num_threads());
-    for frame in rx {
-        let (faces, mut times) = stage.process(&frame.image, frame.timestamp_ms)?;
-        times.decode_ms = frame.decode_ms;
-        if tx.send(Annotated { frame, faces, times }).is_err() {
+    for d in rx {
+        let (faces, mut times) = stage.process(&d.gray, d.detections.as_deref(), d.frame.timestamp_ms)?;
+        times.decode_ms = d.frame.decode_ms;
+        times.detector_ran |= d.detections.is_some();
+        times.detect_ms += if d.detections.is_some() { d.detect_ms } else { 0.0 };
+        if tx.send(Annotated { frame: d.frame, faces, times }).is_err() {
             break;
         }
     }
@@ -363,7 +349,7 @@ fn join<T>(handle: thread::JoinHandle<Result<T>>, name: &str) -> Result<T> {
 
 /// Runs the pipeline to the end of the source, the frame limit, a closed window or `stop`.
 pub fn run(prepared: Prepared, stop: Arc<AtomicBool>) -> Result<RunSummary> {
-    let Prepared { source, stage, options } = prepared;
+    let Prepared { source, detect, stage, options } = prepared;
     let info = source.info().clone();
     let scheme = stage.model().config().scheme;
     // Outputs are created only now that every input has been checked.
@@ -391,8 +377,14 @@ pub fn run(prepared: Prepared, stop: Arc<AtomicBool>) -> Result<RunSummary> {
         None
     };
 
+    // Live: one frame in flight per stage (stale ones are dropped at the source).
+    // Files: a queue before the face stage long enough to keep it busy while the
+    // detect stage runs the Haar cascade (tens of ms), within a memory budget.
+    let frame_bytes = (info.width as usize * info.height as usize * 4).max(1);
+    let queue = if info.live { 1 } else { (FILE_QUEUE_BYTES / frame_bytes).clamp(2, FILE_QUEUE_FRAMES) };
     let capacity = if info.live { 1 } else { 4 };
     let (frame_tx, frame_rx) = bounded::<Frame>(capacity);
+    let (det_tx, det_rx) = bounded::<Detected>(queue);
     let (ann_tx, ann_rx) = bounded::<Annotated>(capacity);
     let dropped = Arc::new(AtomicU64::new(0));
     let skipped = Arc::new(AtomicU64::new(0));
@@ -408,7 +400,8 @@ pub fn run(prepared: Prepared, stop: Arc<AtomicBool>) -> Result<RunSummary> {
         let drain = info.live.then(|| frame_rx.clone());
         thread::Builder::new().name("source".into()).spawn(move || source_thread(source, frame_tx, drain, ctl))?
     };
-    let faces_handle = thread::Builder::new().name("faces".into()).spawn(move || face_thread(stage, frame_rx, ann_tx))?;
+    let detect_handle = thread::Builder::new().name("detect".into()).spawn(move || detect_thread(detect, frame_rx, det_tx))?;
+    let faces_handle = thread::Builder::new().name("faces".into()).spawn(move || face_thread(stage, det_rx, ann_tx))?;
 
     let started = Instant::now();
     let mut overlay = options.overlay;
@@ -442,7 +435,9 @@ pub fn run(prepared: Prepared, stop: Arc<AtomicBool>) -> Result<RunSummary> {
         }
         let now = Instant::now();
         samples.decode_ms.push(item.times.decode_ms);
-        samples.detect_ms.push(item.times.detect_ms);
+        if item.times.detector_ran {
+            samples.detect_ms.push(item.times.detect_ms);
+        }
         if !item.faces.is_empty() {
             samples.infer_ms_per_face.push(item.times.infer_ms / item.faces.len() as f64);
         }
@@ -483,11 +478,12 @@ pub fn run(prepared: Prepared, stop: Arc<AtomicBool>) -> Result<RunSummary> {
         b.finish_and_clear();
     }
     let face_result = join(faces_handle, "faces");
+    let detect_result = join(detect_handle, "detect");
     let source_result = join(src, "source");
     if let Some(e) = sink_error {
         return Err(e);
     }
-    samples.detector_runs = face_result?;
+    samples.detector_runs = face_result? + detect_result?;
     // A source failing mid-run (camera lost) still finalises what was produced.
     let mut outputs = Vec::new();
     let mut finish = |outputs: &mut Vec<PathBuf>| -> Result<()> {

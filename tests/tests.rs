@@ -348,6 +348,9 @@ mod bad_input {
         expect_error(&["run", "--headless", "--video", &video, "--cascade", &s(&d.join("none.xml"))], "cascade", d);
         expect_error(&["run", "--headless", "--video", &video, "--output", &s(&d.join("no/dir/o.mp4"))], "does not exist", d);
         expect_error(&["run", "--headless", "--video", &video, "--output", &s(&d.join("o.gif"))], ".mp4, .avi", d);
+        // A folder nobody may write to (root ignores permission bits; /proc refuses new files).
+        expect_error(&["run", "--headless", "--video", &video, "--output", "/proc/facekp-o.mp4"], "--output /proc/facekp-o.mp4: cannot write", d);
+        expect_error(&["run", "--headless", "--video", &video, "--keypoints", "/proc/facekp-k.jsonl"], "--keypoints /proc/facekp-k.jsonl: cannot write", d);
         expect_error(&["run", "--headless", "--video", &video, "--keypoints", &s(&d.join("k.xml"))], ".csv, .jsonl", d);
         std::fs::write(d.join("bad.xml"), "<?xml version=\"1.0\"?><opencv_storage><cascade>nonsense</cascade></opencv_storage>").unwrap();
         expect_error(&["run", "--headless", "--video", &video, "--cascade", &s(&d.join("bad.xml"))], "not a valid OpenCV cascade", d);
@@ -546,25 +549,30 @@ mod robustness {
         assert!(err.contains("could not be decoded"), "warns about the missing frames: {err}");
     }
 
-    /// A face followed out of the frame's left edge (the video pans; the detector
-    /// runs once, then the tracker crops past the border, padded with black).
+    /// A face followed out of the frame's left edge: a still frame of hamilton_clip
+    /// panned 10 px per frame, so the face really leaves. The detector runs once;
+    /// the tracker crops past the border (padded with black, never an OpenCV ROI
+    /// error), and drops the face once most of it is outside.
     #[test]
     fn faces_leaving_the_frame_are_cropped_with_padding() {
         let dir = tempfile::tempdir().unwrap();
         let pan = dir.path().join("pan.mkv");
         ffmpeg(&[
             "-i", data("hamilton_clip.mp4").to_str().unwrap(), "-vf",
-            "select=between(n\\,186\\,205),setpts=N/30/TB,crop=300:300:'100+n*14':20", "-fps_mode", "vfr", "-c:v", "ffv1",
+            "select=eq(n\\,190),loop=29:1:0,setpts=N/30/TB,crop=300:300:'150+n*10':20", "-frames:v", "30", "-c:v", "ffv1",
             pan.to_str().unwrap(),
         ]);
         let keypoints = dir.path().join("k.jsonl");
         run_ok(&["run", "--headless", "--detect-every", "100", "--video", pan.to_str().unwrap(), "--keypoints", keypoints.to_str().unwrap()]);
         let rows = jsonl(&keypoints);
-        assert_eq!(rows.len(), 20);
+        assert_eq!(rows.len(), 30);
         let faces: Vec<&Value> = rows.iter().flat_map(|r| r["faces"].as_array().unwrap()).collect();
         assert!(faces.iter().all(|f| f["points"].as_array().unwrap().iter().all(|p| p[0].as_f64().unwrap().is_finite())));
         let outside = faces.iter().filter(|f| f["box_x"].as_f64().unwrap() < 0.0).count();
         assert!(outside >= 3, "faces with their box past the left edge: {outside}");
+        // The face is gone from frame 22 on (its centre 80+ px left of the frame).
+        let late: usize = rows[22..].iter().map(|r| r["faces"].as_array().unwrap().len()).sum();
+        assert_eq!(late, 0, "faces kept after the face left the frame");
     }
 
     #[test]
@@ -794,5 +802,76 @@ mod training {
         // The killed run's temporary files are cleaned up by the next run.
         let leftovers: Vec<_> = std::fs::read_dir(dir.path()).unwrap().filter_map(|e| e.ok()).filter(|e| e.file_name().to_string_lossy().contains(".tmp")).collect();
         assert!(leftovers.is_empty(), "{leftovers:?}");
+    }
+}
+
+/// A camera that stops delivering frames mid-run (simulated: real frames of
+/// hamilton_clip, then the error a camera read gives): the run ends with that error,
+/// and both outputs are finalised with every frame processed before it.
+mod camera_lost {
+    use super::*;
+    use facekp::detect::{DetectorConfig, DEFAULT_CASCADE};
+    use facekp::model::Keypointer;
+    use facekp::pipeline::{self, RunOptions};
+    use facekp::render::OverlayOptions;
+    use facekp::source::{Frame, FrameSource, SourceError, SourceInfo, SourceSpec, VideoSource};
+    use std::sync::atomic::AtomicBool;
+    use std::sync::Arc;
+
+    struct FailingCamera {
+        video: VideoSource,
+        info: SourceInfo,
+        frames_before_failure: u64,
+        sent: u64,
+    }
+
+    impl FrameSource for FailingCamera {
+        fn info(&self) -> &SourceInfo {
+            &self.info
+        }
+
+        fn next_frame(&mut self) -> Result<Option<Frame>, SourceError> {
+            if self.sent == self.frames_before_failure {
+                return Err(SourceError::CameraLost { index: 0 });
+            }
+            self.sent += 1;
+            self.video.next_frame()
+        }
+    }
+
+    #[test]
+    fn a_camera_that_stops_mid_run_ends_the_run_with_complete_outputs() {
+        let dir = tempfile::tempdir().unwrap();
+        let video = VideoSource::open(&data("hamilton_clip.mp4")).unwrap();
+        let mut info = video.info().clone();
+        info.live = true;
+        info.frame_count = None;
+        let source = FailingCamera { video, info, frames_before_failure: 40, sent: 0 };
+        let keypoints = dir.path().join("k.jsonl");
+        let output = dir.path().join("o.mp4");
+        let options = RunOptions {
+            source: SourceSpec::Camera { index: 0, width: None, height: None, fps: None },
+            detect_every: 10,
+            tracking: true,
+            smoothing: None,
+            record_faces: false,
+            show_window: false,
+            output: Some(output.clone()),
+            keypoints: Some(keypoints.clone()),
+            max_frames: None,
+            progress: false,
+            overlay: OverlayOptions::default(),
+        };
+        let weights = Path::new(env!("CARGO_MANIFEST_DIR")).join("weights/face68.safetensors");
+        let model = Keypointer::load(&weights, tch::Device::Cpu, None).unwrap();
+        let prepared =
+            pipeline::Prepared::new(Box::new(source), options, DetectorConfig::default(), Path::new(DEFAULT_CASCADE), model).unwrap();
+        let err = pipeline::run(prepared, Arc::new(AtomicBool::new(false))).err().expect("a lost camera is an error");
+        assert!(format!("{err:#}").contains("camera 0: stopped delivering frames"), "{err:#}");
+        // A live source may drop stale frames, so up to 40 were processed; every one is in both files.
+        let lines: Vec<serde_json::Value> =
+            std::fs::read_to_string(&keypoints).unwrap().lines().map(|l| serde_json::from_str(l).expect("complete JSON lines")).collect();
+        assert!(!lines.is_empty() && lines.len() <= 40, "{} frames", lines.len());
+        assert_eq!(ffprobe_frames(&output), lines.len() as u64, "the video holds every processed frame");
     }
 }
