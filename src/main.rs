@@ -24,9 +24,10 @@ const DEFAULT_DETECT_EVERY: u32 = 10;
 /// Width of the image the detector searches in `run` and `bench` (smallest face:
 /// 24 px there, 48 px in a 640 px frame). `eval` and `train` search at 640 px.
 const DEFAULT_RUN_DETECT_WIDTH: u32 = 320;
-/// Thread pools on a 2-core machine: the pipeline already runs decode, the face
-/// stage and the sinks in their own threads, so the CNN's and OpenCV's own pools
-/// get one thread each by default (measured: see README "Speed").
+/// Thread pools on a 2-core machine: the pipeline already runs decode, detection,
+/// the face stage and the sinks in their own threads, so the CNN gets one thread;
+/// OpenCV gets two, because the Haar cascade is the longest single job and splits
+/// its pyramid over both cores (measured: see README "Speed and steadiness").
 const DEFAULT_CNN_THREADS: i32 = 1;
 const DEFAULT_CV_THREADS: i32 = 2;
 /// Noise of `bench --still`, grey levels.

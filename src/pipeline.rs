@@ -33,7 +33,6 @@ pub struct FaceStage {
     detector: HaarDetector,
     model: Keypointer,
     tracker: Tracker,
-    tracking: bool,
     /// Detector runs of this stage (track lost, or no face followed).
     pub detector_runs: u64,
 }
@@ -51,7 +50,7 @@ impl FaceStage {
     /// track's points, or raw points.
     pub fn new(detector: HaarDetector, model: Keypointer, tracking: bool, smoothing: Option<OneEuroParams>) -> Self {
         let tracker = Tracker::new(model.config().crop, TrackerParams::default(), smoothing, tracking);
-        Self { detector, model, tracker, tracking, detector_runs: 0 }
+        Self { detector, model, tracker, detector_runs: 0 }
     }
 
     pub fn model(&self) -> &Keypointer {
@@ -75,7 +74,7 @@ impl FaceStage {
                 lost |= c.origin != Origin::Fresh;
             }
         }
-        if self.tracking {
+        if self.tracker.tracking() {
             let fresh: Vec<usize> = (0..kept.len()).filter(|&i| kept[i].0.origin == Origin::Fresh).collect();
             let first: Vec<Rect> = fresh.iter().map(|&i| cfg.crop.detection_for_points(&kept[i].1)).collect();
             let mut consistency = vec![0.0f32; kept.len()];
@@ -85,10 +84,9 @@ impl FaceStage {
             }
             // Where two fresh faces overlap, the tracker keeps the first: the one whose
             // second pass moved least (a real face; a false detection drifts).
-            let mut order: Vec<usize> = (0..kept.len()).collect();
-            order.sort_by(|&a, &b| consistency[b].total_cmp(&consistency[a]));
-            let mut slots: Vec<Option<(Candidate, Vec<Point>)>> = kept.into_iter().map(Some).collect();
-            kept = order.into_iter().filter_map(|i| slots[i].take()).collect();
+            let mut scored: Vec<_> = kept.into_iter().zip(consistency).collect();
+            scored.sort_by(|a, b| b.1.total_cmp(&a.1));
+            kept = scored.into_iter().map(|(k, _)| k).collect();
         }
         Ok(Inferred { kept, lost })
     }

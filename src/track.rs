@@ -119,6 +119,11 @@ impl Tracker {
         &self.params
     }
 
+    /// Whether faces are cropped from their own points between detector runs.
+    pub fn tracking(&self) -> bool {
+        self.tracking
+    }
+
     pub fn track_count(&self) -> usize {
         self.tracks.len()
     }
