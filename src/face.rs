@@ -1,7 +1,30 @@
 //! What the pipeline produces per frame: faces with boxes and keypoints, in frame
-//! pixels, plus the per-stage timings shown in the overlay.
+//! pixels, plus the per-stage timings shown in the overlay; and the step from
+//! detector-like boxes to keypoints that `run` and `eval` share.
 
-use crate::geometry::{Point, Rect};
+use crate::geometry::{frame_points_from_unit, Point, Rect};
+use crate::imageops;
+use crate::model::Keypointer;
+use anyhow::Result;
+use opencv::core::Mat;
+
+/// Keypoints (frame pixels) of the faces in detector-like `boxes` of `gray`, as one
+/// CNN batch: each box is cropped the way training crops a detection.
+pub fn points_in_boxes(model: &Keypointer, gray: &Mat, boxes: &[Rect]) -> Result<Vec<Vec<Point>>> {
+    let cfg = model.config();
+    let crops: Vec<_> = boxes.iter().map(|b| cfg.crop.crop_for_detection(b)).collect();
+    let pixels = crops.iter().map(|c| imageops::extract_crop(gray, c, cfg.input_size)).collect::<opencv::Result<Vec<_>>>()?;
+    let units = model.infer(&pixels)?;
+    Ok(units.iter().zip(&crops).map(|(u, c)| frame_points_from_unit(u, c, cfg.input_size)).collect())
+}
+
+/// The second pass for new detections: each face again, cropped from its first
+/// `points` (the box the detector would give for them), which centres the crop on
+/// the face rather than on the detector's noisy box.
+pub fn refine(model: &Keypointer, gray: &Mat, points: &[Vec<Point>]) -> Result<Vec<Vec<Point>>> {
+    let boxes: Vec<Rect> = points.iter().map(|p| model.config().crop.detection_for_points(p)).collect();
+    points_in_boxes(model, gray, &boxes)
+}
 
 /// One face in one frame.
 #[derive(Debug, Clone, PartialEq)]

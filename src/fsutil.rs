@@ -3,6 +3,35 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+/// Temporary files being written right now, so an immediate exit (a second
+/// Ctrl-C) can remove them: see [`remove_pending_temps`].
+static PENDING: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+
+/// Notes that `tmp` is being written (until [`forget_temp`]).
+pub fn register_temp(tmp: &Path) {
+    if let Ok(mut pending) = PENDING.lock() {
+        pending.push(tmp.to_owned());
+    }
+}
+
+/// `tmp` was renamed into place or removed.
+pub fn forget_temp(tmp: &Path) {
+    if let Ok(mut pending) = PENDING.lock() {
+        pending.retain(|p| p != tmp);
+    }
+}
+
+/// Removes every registered temporary file; for a process about to exit at once.
+/// Never blocks: if another thread holds the list, the files are left.
+pub fn remove_pending_temps() {
+    if let Ok(pending) = PENDING.try_lock() {
+        for p in pending.iter() {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
 
 /// The temporary name used while `path` is being written: hidden, in the same
 /// folder, with the same extension (writers pick their format by extension).

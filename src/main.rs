@@ -308,6 +308,7 @@ fn load_model(weights: Option<PathBuf>, scheme: Scheme, device: &str, convention
 fn install_interrupt(stop: Arc<AtomicBool>) -> Result<()> {
     ctrlc::set_handler(move || {
         if stop.swap(true, Ordering::SeqCst) {
+            facekp::fsutil::remove_pending_temps();
             std::process::exit(EXIT_INTERRUPTED as i32);
         }
         eprintln!("\nstopping (press Ctrl-C again to quit at once)");

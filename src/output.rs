@@ -86,6 +86,7 @@ impl KeypointWriter {
         let format = if ext == "csv" { KeypointFormat::Csv } else { KeypointFormat::Jsonl };
         let tmp = fsutil::temp_path(path);
         let file = File::create(&tmp).map_err(|source| OutputError::Io { flag: FLAG, path: path.to_owned(), source })?;
+        fsutil::register_temp(&tmp);
         let mut w = Self { out: Some(BufWriter::new(file)), format, tmp, path: path.to_owned(), num_points };
         if format == KeypointFormat::Csv {
             let mut header = String::from("frame,timestamp_ms,face,track,box_x,box_y,box_w,box_h");
@@ -155,6 +156,7 @@ impl KeypointWriter {
         let file = out.into_inner().map_err(|e| io(e.into_error()))?;
         file.sync_all().map_err(io)?;
         std::fs::rename(&self.tmp, &self.path).map_err(io)?;
+        fsutil::forget_temp(&self.tmp);
         Ok(self.path.clone())
     }
 }
@@ -164,6 +166,7 @@ impl Drop for KeypointWriter {
         // Not finished: an error stopped the run; leave nothing half-written.
         if self.out.take().is_some() {
             let _ = std::fs::remove_file(&self.tmp);
+            fsutil::forget_temp(&self.tmp);
         }
     }
 }

@@ -6,8 +6,8 @@
 //! each stage finishes its queue and returns, and the outputs are finalised.
 
 use crate::detect::{DetectorConfig, HaarDetector};
-use crate::face::{Face, StageTimes};
-use crate::geometry::{frame_points_from_unit, Point, Rect};
+use crate::face::{self, Face, StageTimes};
+use crate::geometry::{Point, Rect};
 use crate::imageops;
 use crate::model::Keypointer;
 use crate::output::KeypointWriter;
@@ -16,7 +16,7 @@ use crate::smooth::OneEuroParams;
 use crate::track::{Candidate, Origin, Tracker, TrackerParams};
 use crate::source::{Frame, FrameSource, SourceSpec};
 use anyhow::{anyhow, Context, Result};
-use crossbeam_channel::{bounded, Receiver, Sender, TrySendError};
+use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender, TrySendError};
 use opencv::core::Mat;
 use opencv::prelude::*;
 use std::path::PathBuf;
@@ -58,13 +58,11 @@ impl FaceStage {
     }
 
     /// Crops `candidates` from `gray`, runs them through the CNN as one batch and
-    /// keeps the plausible ones. When tracking, fresh detections get a second pass
-    /// cropped from their first points: the crop geometry the CNN was trained on,
-    /// centred on the face rather than on Haar's noisy box.
+    /// keeps the plausible ones. Fresh detections get a second pass cropped from
+    /// their first points ([`face::refine`]).
     fn infer(&self, gray: &Mat, candidates: Vec<Candidate>) -> Result<Inferred> {
-        let cfg = self.model.config();
         let boxes: Vec<Rect> = candidates.iter().map(|c| c.box_in_frame).collect();
-        let mut points = self.points_in_boxes(gray, &boxes)?;
+        let mut points = face::points_in_boxes(&self.model, gray, &boxes)?;
         let mut kept = Vec::new();
         let mut lost = false;
         for (c, p) in candidates.into_iter().zip(points.drain(..)) {
@@ -74,36 +72,41 @@ impl FaceStage {
                 lost |= c.origin != Origin::Fresh;
             }
         }
-        if self.tracker.tracking() {
-            let fresh: Vec<usize> = (0..kept.len()).filter(|&i| kept[i].0.origin == Origin::Fresh).collect();
-            let first: Vec<Rect> = fresh.iter().map(|&i| cfg.crop.detection_for_points(&kept[i].1)).collect();
-            let mut consistency = vec![0.0f32; kept.len()];
-            for ((i, p), b) in fresh.into_iter().zip(self.points_in_boxes(gray, &first)?).zip(&first) {
-                consistency[i] = cfg.crop.detection_for_points(&p).iou(b);
-                kept[i].1 = p;
-            }
-            // Where two fresh faces overlap, the tracker keeps the first: the one whose
-            // second pass moved least (a real face; a false detection drifts).
-            let mut scored: Vec<_> = kept.into_iter().zip(consistency).collect();
-            scored.sort_by(|a, b| b.1.total_cmp(&a.1));
-            kept = scored.into_iter().map(|(k, _)| k).collect();
+        let fresh: Vec<usize> = (0..kept.len()).filter(|&i| kept[i].0.origin == Origin::Fresh).collect();
+        let first: Vec<Vec<Point>> = fresh.iter().map(|&i| kept[i].1.clone()).collect();
+        let mut consistency = vec![0.0f32; kept.len()];
+        let prior = &self.model.config().crop;
+        for ((i, p), f) in fresh.into_iter().zip(face::refine(&self.model, gray, &first)?).zip(&first) {
+            consistency[i] = prior.detection_for_points(&p).iou(&prior.detection_for_points(f));
+            kept[i].1 = p;
         }
+        // Where two fresh faces overlap, the tracker keeps the first: the one whose
+        // second pass moved least (a real face; a false detection drifts).
+        let mut scored: Vec<_> = kept.into_iter().zip(consistency).collect();
+        scored.sort_by(|a, b| b.1.total_cmp(&a.1));
+        kept = scored.into_iter().map(|(k, _)| k).collect();
         Ok(Inferred { kept, lost })
-    }
-
-    /// Keypoints (frame pixels) of the faces in detector-like `boxes`, one batch.
-    fn points_in_boxes(&self, gray: &Mat, boxes: &[Rect]) -> Result<Vec<Vec<Point>>> {
-        let cfg = self.model.config();
-        let crops: Vec<_> = boxes.iter().map(|b| cfg.crop.crop_for_detection(b)).collect();
-        let pixels = crops.iter().map(|c| imageops::extract_crop(gray, c, cfg.input_size)).collect::<opencv::Result<Vec<_>>>()?;
-        let units = self.model.infer(&pixels)?;
-        Ok(units.iter().zip(&crops).map(|(u, c)| frame_points_from_unit(u, c, cfg.input_size)).collect())
     }
 
     /// Finds the faces of one 8-bit gray frame taken at `timestamp_ms`;
     /// `detections` are the detector's boxes when it ran on this frame.
     pub fn process(&mut self, gray: &Mat, detections: Option<&[Rect]>, timestamp_ms: f64) -> Result<(Vec<Face>, StageTimes)> {
         let mut times = StageTimes::default();
+        // A tracked face the whole-frame search missed (small, or blurred by the
+        // downscale) gets a closer look before it counts as missed.
+        let t = Instant::now();
+        let mut confirmed;
+        let detections = match detections {
+            Some(found) => {
+                confirmed = found.to_vec();
+                for predicted in self.tracker.unconfirmed(found) {
+                    confirmed.extend(self.detector.detect_near(gray, &predicted)?);
+                }
+                Some(confirmed.as_slice())
+            }
+            None => None,
+        };
+        times.detect_ms = t.elapsed().as_secs_f64() * 1000.0;
         let t = Instant::now();
         let plan = self.tracker.plan(detections);
         let Inferred { mut kept, lost } = self.infer(gray, plan)?;
@@ -115,7 +118,7 @@ impl FaceStage {
             let found = self.detector.detect(gray)?;
             self.detector_runs += 1;
             times.detector_ran = true;
-            times.detect_ms = t.elapsed().as_secs_f64() * 1000.0;
+            times.detect_ms += t.elapsed().as_secs_f64() * 1000.0;
             let t = Instant::now();
             let prior = self.tracker.prior();
             let match_iou = self.tracker.params().match_iou;
@@ -136,6 +139,11 @@ impl FaceStage {
 const FILE_QUEUE_BYTES: usize = 64 << 20;
 /// At most this many frames queued before the face stage (files).
 const FILE_QUEUE_FRAMES: usize = 16;
+/// After a stop (Ctrl-C, closed window, error), how long the stages get to finish
+/// their queues and return. A stage still blocked after it (a source stuck in a read
+/// from a hung camera or pipe) is left behind, and the outputs are finalised with
+/// what was produced.
+pub const STOP_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Why a run ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -345,6 +353,17 @@ fn join<T>(handle: thread::JoinHandle<Result<T>>, name: &str) -> Result<T> {
     handle.join().map_err(|_| anyhow!("{name} thread panicked"))?.with_context(|| format!("{name} stage"))
 }
 
+/// Joins a stage that finishes by `deadline`; `None` leaves a stuck one behind.
+fn join_by<T>(handle: thread::JoinHandle<Result<T>>, name: &str, deadline: Instant) -> Option<Result<T>> {
+    while !handle.is_finished() {
+        if Instant::now() >= deadline {
+            return None;
+        }
+        thread::sleep(std::time::Duration::from_millis(5));
+    }
+    Some(join(handle, name))
+}
+
 /// Runs the pipeline to the end of the source, the frame limit, a closed window or `stop`.
 pub fn run(prepared: Prepared, stop: Arc<AtomicBool>) -> Result<RunSummary> {
     let Prepared { source, detect, stage, options } = prepared;
@@ -410,7 +429,27 @@ pub fn run(prepared: Prepared, stop: Arc<AtomicBool>) -> Result<RunSummary> {
     let mut sink_error = None;
     let mut samples = StageSamples::default();
     let mut faces_per_frame = Vec::new();
-    for mut item in ann_rx.iter() {
+    let poll = std::time::Duration::from_millis(50);
+    let mut idle_since_stop: Option<Instant> = None;
+    loop {
+        let mut item = match ann_rx.recv_timeout(poll) {
+            Ok(item) => item,
+            Err(RecvTimeoutError::Disconnected) => break,
+            Err(RecvTimeoutError::Timeout) => {
+                if let Some(w) = window.as_mut() {
+                    if w.poll(&mut overlay).quit {
+                        window_closed = true;
+                        break;
+                    }
+                }
+                // Stopped, and nothing came for a while: the chain is stuck upstream.
+                if stop.load(Ordering::SeqCst) && idle_since_stop.get_or_insert_with(Instant::now).elapsed() >= STOP_GRACE {
+                    break;
+                }
+                continue;
+            }
+        };
+        idle_since_stop = None;
         let t = Instant::now();
         // The draw time shown is the previous frame's (this one is being drawn).
         stats.times = StageTimes { draw_ms: stats.times.draw_ms, ..item.times };
@@ -475,13 +514,17 @@ pub fn run(prepared: Prepared, stop: Arc<AtomicBool>) -> Result<RunSummary> {
     if let Some(b) = bar {
         b.finish_and_clear();
     }
-    let face_result = join(faces_handle, "faces");
-    let detect_result = join(detect_handle, "detect");
-    let source_result = join(src, "source");
+    let deadline = Instant::now() + STOP_GRACE;
+    let face_result = join_by(faces_handle, "faces", deadline);
+    let detect_result = join_by(detect_handle, "detect", deadline);
+    let source_result = join_by(src, "source", deadline).unwrap_or_else(|| {
+        eprintln!("warning: the source did not stop within {} s (a stuck read); left it behind", STOP_GRACE.as_secs());
+        Ok(StopReason::Interrupted)
+    });
     if let Some(e) = sink_error {
         return Err(e);
     }
-    samples.detector_runs = face_result? + detect_result?;
+    samples.detector_runs = face_result.unwrap_or(Ok(0))? + detect_result.unwrap_or(Ok(0))?;
     // A source failing mid-run (camera lost) still finalises what was produced.
     let mut outputs = Vec::new();
     let mut finish = |outputs: &mut Vec<PathBuf>| -> Result<()> {

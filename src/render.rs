@@ -144,6 +144,7 @@ impl VideoSink {
             let writer = videoio::VideoWriter::new_with_backend(&tmp, videoio::CAP_FFMPEG, fourcc, fps, size, true);
             if let Ok(w) = writer {
                 if w.is_opened().unwrap_or(false) {
+                    fsutil::register_temp(&tmp);
                     return Ok(Self { writer: w, size, tmp, path: path.to_owned(), finished: false, resized: Mat::default() });
                 }
             }
@@ -169,6 +170,7 @@ impl VideoSink {
             .release()
             .map_err(|e| OutputError::Io { flag: "--output", path: self.path.clone(), source: std::io::Error::other(e.to_string()) })?;
         std::fs::rename(&self.tmp, &self.path).map_err(|source| OutputError::Io { flag: "--output", path: self.path.clone(), source })?;
+        fsutil::forget_temp(&self.tmp);
         Ok(self.path.clone())
     }
 }
@@ -178,6 +180,7 @@ impl Drop for VideoSink {
         if !self.finished {
             let _ = self.writer.release();
             let _ = std::fs::remove_file(&self.tmp);
+            fsutil::forget_temp(&self.tmp);
         }
     }
 }

@@ -22,8 +22,10 @@ pub enum SourceError {
     VideoEmpty { path: PathBuf },
     #[error("video {path}: cannot be opened or decoded (empty, truncated or not a video OpenCV's FFmpeg backend reads)")]
     VideoUnreadable { path: PathBuf },
-    #[error("camera {index}: cannot be opened (no such device, or it is busy); `facekp cameras` lists the ones that open")]
-    CameraOpen { index: i32 },
+    #[error("camera {index}: no such device (/dev/video{index} does not exist); `facekp cameras` lists the ones that open")]
+    CameraMissing { index: i32 },
+    #[error("camera {index}: /dev/video{index} cannot be opened (in use by another program, no permission, or not a capture device)")]
+    CameraBusy { index: i32 },
     #[error("camera {index}: stopped delivering frames")]
     CameraLost { index: i32 },
     #[error("images {path}: not a folder")]
@@ -114,10 +116,11 @@ impl VideoSource {
         if path.is_dir() {
             return Err(SourceError::VideoIsDir { path: path.to_owned() });
         }
-        if !path.is_file() {
+        // Named pipes and devices are streams: only a regular file can be empty.
+        if !path.exists() {
             return Err(SourceError::VideoMissing { path: path.to_owned() });
         }
-        if path.metadata().map(|m| m.len() == 0).unwrap_or(false) {
+        if path.is_file() && path.metadata().map(|m| m.len() == 0).unwrap_or(false) {
             return Err(SourceError::VideoEmpty { path: path.to_owned() });
         }
         let unreadable = || SourceError::VideoUnreadable { path: path.to_owned() };
@@ -198,9 +201,16 @@ pub struct CameraSource {
 
 impl CameraSource {
     pub fn open(index: i32, width: Option<u32>, height: Option<u32>, fps: Option<f64>) -> Result<Self, SourceError> {
-        let capture = VideoCapture::new(index, videoio::CAP_V4L2).map_err(|_| SourceError::CameraOpen { index })?;
+        let unavailable = || {
+            if Path::new(&format!("/dev/video{index}")).exists() {
+                SourceError::CameraBusy { index }
+            } else {
+                SourceError::CameraMissing { index }
+            }
+        };
+        let capture = VideoCapture::new(index, videoio::CAP_V4L2).map_err(|_| unavailable())?;
         if !capture.is_opened().unwrap_or(false) {
-            return Err(SourceError::CameraOpen { index });
+            return Err(unavailable());
         }
         let mut capture = capture;
         if let Some(w) = width {

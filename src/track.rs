@@ -119,11 +119,6 @@ impl Tracker {
         &self.params
     }
 
-    /// Whether faces are cropped from their own points between detector runs.
-    pub fn tracking(&self) -> bool {
-        self.tracking
-    }
-
     pub fn track_count(&self) -> usize {
         self.tracks.len()
     }
@@ -143,18 +138,8 @@ impl Tracker {
             }
             return candidates;
         };
-        let mut matched: Vec<Option<Rect>> = vec![None; self.tracks.len()];
-        for d in detections {
-            let best = (0..self.tracks.len())
-                .filter(|&k| matched[k].is_none())
-                .map(|k| (k, self.tracks[k].predicted_box().iou(d)))
-                .filter(|&(_, iou)| iou >= self.params.match_iou)
-                .max_by(|a, b| a.1.total_cmp(&b.1));
-            match best {
-                Some((k, _)) => matched[k] = Some(*d),
-                None => candidates.push(Candidate { box_in_frame: *d, track: None, origin: Origin::Fresh }),
-            }
-        }
+        let (matched, fresh) = self.match_detections(detections);
+        candidates.extend(fresh.into_iter().map(|d| Candidate { box_in_frame: d, track: None, origin: Origin::Fresh }));
         for (k, t) in self.tracks.iter_mut().enumerate() {
             match matched[k] {
                 Some(d) => {
@@ -171,6 +156,36 @@ impl Tracker {
             }
         }
         candidates
+    }
+
+    /// Each track's matching detection (greedy by IoU with its predicted box, at
+    /// least [`TrackerParams::match_iou`]), and the detections that match no track.
+    fn match_detections(&self, detections: &[Rect]) -> (Vec<Option<Rect>>, Vec<Rect>) {
+        let mut matched: Vec<Option<Rect>> = vec![None; self.tracks.len()];
+        let mut fresh = Vec::new();
+        for d in detections {
+            let best = (0..self.tracks.len())
+                .filter(|&k| matched[k].is_none())
+                .map(|k| (k, self.tracks[k].predicted_box().iou(d)))
+                .filter(|&(_, iou)| iou >= self.params.match_iou)
+                .max_by(|a, b| a.1.total_cmp(&b.1));
+            match best {
+                Some((k, _)) => matched[k] = Some(*d),
+                None => fresh.push(*d),
+            }
+        }
+        (matched, fresh)
+    }
+
+    /// Where the tracks that no box of `detections` matches should be (tracking
+    /// only): the faces a whole-frame detector run missed, to look for again closely
+    /// before counting a miss.
+    pub fn unconfirmed(&self, detections: &[Rect]) -> Vec<Rect> {
+        if !self.tracking {
+            return Vec::new();
+        }
+        let (matched, _) = self.match_detections(detections);
+        self.tracks.iter().zip(matched).filter(|(_, m)| m.is_none()).map(|(t, _)| t.predicted_box()).collect()
     }
 
     /// Whether `points` (frame pixels, found in the crop of `candidate` on a frame
@@ -358,6 +373,21 @@ mod tests {
         }
         assert_eq!(alive.last(), Some(&false), "dropped after the last missed run: {alive:?}");
         assert!(alive[..alive.len() - 1].iter().all(|a| *a), "followed until then: {alive:?}");
+    }
+
+    #[test]
+    fn tracks_no_detection_matches_are_listed_for_a_closer_look() {
+        let mut t = tracker(true);
+        let a = Rect::new(100.0, 50.0, 120.0, 120.0);
+        let b = Rect::new(400.0, 50.0, 120.0, 120.0);
+        let plan = t.plan(Some(&[a, b]));
+        let kept = plan.into_iter().map(|c| (c, points_for_box(c.box_in_frame))).collect();
+        assert_eq!(t.update(kept, 0.0).len(), 2);
+        let missed = t.unconfirmed(&[a]);
+        assert_eq!(missed.len(), 1);
+        assert!(missed[0].iou(&b) > 0.99, "{missed:?}");
+        assert!(t.unconfirmed(&[a, b]).is_empty());
+        assert!(tracker(false).unconfirmed(&[]).is_empty());
     }
 
     #[test]

@@ -20,8 +20,12 @@ pub struct ModelConfig {
     pub channels: Vec<i64>,
     /// Stride-1 convs after the first conv of each stage.
     pub extra_convs: Vec<usize>,
-    /// Width of the hidden fully connected layer.
+    /// Width of the hidden fully connected layer (`HeadKind::Fc`).
+    #[serde(default)]
     pub hidden: i64,
+    /// How features become points.
+    #[serde(default)]
+    pub head: HeadKind,
     /// Annotation conventions (training data sets), one output head each.
     pub conventions: Vec<String>,
     /// The head `run` uses.
@@ -31,6 +35,18 @@ pub struct ModelConfig {
     /// How the weights were made (informational).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trained: Option<TrainInfo>,
+}
+
+/// The network's head (see [`super::Net`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum HeadKind {
+    /// Flatten the last feature map, a hidden layer of `hidden` units, linear outputs.
+    #[default]
+    Fc,
+    /// Heatmaps at the resolution of stage `stage` from a top-down merge of the later
+    /// stages (`width` channels), points by soft-argmax.
+    Integral { stage: usize, width: i64 },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -62,8 +78,20 @@ impl ModelConfig {
             n = n.saturating_add(9 * c_in * c).saturating_add(9 * c * c * extra as i64);
             c_in = c;
         }
-        let heads = self.conventions.len() as i64 * self.hidden * 2 * self.scheme.num_points() as i64;
-        n.saturating_add(self.flat_features().saturating_mul(self.hidden)).saturating_add(heads)
+        let points = self.scheme.num_points() as i64;
+        let conventions = self.conventions.len() as i64;
+        let head = match self.head {
+            HeadKind::Fc => self
+                .flat_features()
+                .saturating_mul(self.hidden)
+                .saturating_add(conventions * self.hidden * 2 * points),
+            HeadKind::Integral { stage, width } => {
+                let laterals: i64 = self.channels.iter().skip(stage).map(|c| c * width).sum();
+                let merges = (self.channels.len().saturating_sub(stage)) as i64 * 9 * width * width;
+                laterals.saturating_add(merges).saturating_add(conventions * width * points)
+            }
+        };
+        n.saturating_add(head)
     }
 
     pub fn flat_features(&self) -> i64 {
@@ -82,8 +110,17 @@ impl ModelConfig {
         if self.channels.is_empty() || self.channels.len() != self.extra_convs.len() {
             return Err("channels and extra_convs must be non-empty and of equal length".into());
         }
-        if self.channels.iter().any(|&c| !(1..=4096).contains(&c)) || !(1..=65536).contains(&self.hidden) {
-            return Err("channel and hidden widths must be between 1 and 4096/65536".into());
+        if self.channels.iter().any(|&c| !(1..=4096).contains(&c)) {
+            return Err("channel widths must be between 1 and 4096".into());
+        }
+        match self.head {
+            HeadKind::Fc if !(1..=65536).contains(&self.hidden) => {
+                return Err("hidden must be between 1 and 65536".into());
+            }
+            HeadKind::Integral { stage, width } if stage >= self.channels.len() || !(1..=4096).contains(&width) => {
+                return Err("an integral head needs a stage below the number of stages and a width of 1 to 4096".into());
+            }
+            _ => {}
         }
         if self.extra_convs.iter().any(|&n| n > 16) {
             return Err("extra_convs must be at most 16 per stage".into());

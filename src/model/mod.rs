@@ -6,14 +6,15 @@
 //! (`[0, 1]²` spans the crop, see [`crate::geometry`]). This module never sees an
 //! OpenCV type.
 //!
-//! The network is a plain stack of 3x3 conv + batch-norm + ReLU stages, each opened
-//! by a stride-2 conv, then two fully connected layers; the last one has one head
-//! per annotation convention it was trained on (`ModelConfig::conventions`). For
-//! inference the batch norms are folded into the convolutions ([`FusedNet`]).
+//! The backbone is a plain stack of 3x3 conv + batch-norm + ReLU stages, each opened
+//! by a stride-2 conv. The head ([`HeadKind`]) is either fully connected layers or
+//! integral regression (soft-argmax over per-point heatmaps); it has one output per
+//! annotation convention the model was trained on (`ModelConfig::conventions`). For
+//! inference the batch norms are folded into the convolutions ([`Net`]).
 
 mod config;
 
-pub use config::{ModelConfig, TrainInfo};
+pub use config::{HeadKind, ModelConfig, TrainInfo};
 
 use crate::geometry::Point;
 use std::collections::HashMap;
@@ -70,7 +71,103 @@ pub fn device_name(device: Device) -> String {
     }
 }
 
-/// The trainable network (batch norm in training mode).
+/// One convolution, optionally followed by batch norm. In an inference network the
+/// batch norm is folded into the weights and bias ([`Net::fused`]).
+#[derive(Debug)]
+struct ConvBn {
+    w: Tensor,
+    b: Option<Tensor>,
+    bn: Option<nn::BatchNorm>,
+    stride: i64,
+    padding: i64,
+}
+
+impl ConvBn {
+    fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor, tch::TchError> {
+        let y = x.f_conv2d(&self.w, self.b.as_ref(), [self.stride; 2], [self.padding; 2], [1, 1], 1)?;
+        Ok(match &self.bn {
+            Some(bn) => y.apply_t(bn, train),
+            None => y,
+        })
+    }
+}
+
+/// Where a network's tensors come from: fresh trainable variables, or a trained
+/// model's tensors with the batch norms folded in.
+enum Source<'a> {
+    Train(&'a nn::Path<'a>),
+    Fused { vars: &'a HashMap<String, Tensor>, device: Device },
+}
+
+impl Source<'_> {
+    fn get(&self, name: &str) -> Tensor {
+        match self {
+            Source::Fused { vars, device } => vars[name].to_device(*device).to_kind(Kind::Float),
+            Source::Train(_) => unreachable!("trainable tensors are made by nn"),
+        }
+    }
+
+    /// A bias-free `k`x`k` conv (`{conv}.weight`) and its batch norm (`{bn}.*`).
+    fn conv_bn(&self, conv: &str, bn: &str, c_in: i64, c_out: i64, k: i64, stride: i64) -> ConvBn {
+        let padding = k / 2;
+        match self {
+            Source::Train(p) => {
+                let cfg = nn::ConvConfig { stride, padding, bias: false, ..Default::default() };
+                let c = nn::conv2d(*p / conv, c_in, c_out, k, cfg);
+                let bn = nn::batch_norm2d(*p / bn, c_out, Default::default());
+                ConvBn { w: c.ws, b: None, bn: Some(bn), stride, padding }
+            }
+            Source::Fused { .. } => {
+                let w = self.get(&format!("{conv}.weight"));
+                let gamma = self.get(&format!("{bn}.weight"));
+                let beta = self.get(&format!("{bn}.bias"));
+                let mean = self.get(&format!("{bn}.running_mean"));
+                let var = self.get(&format!("{bn}.running_var"));
+                let scale = &gamma / (var + BN_EPS).sqrt();
+                let w = &w * scale.view([-1, 1, 1, 1]);
+                let b = beta - mean * &scale;
+                ConvBn { w, b: Some(b), bn: None, stride, padding }
+            }
+        }
+    }
+
+    /// A 1x1 conv with bias (`{name}.weight`, `{name}.bias`).
+    fn conv1x1(&self, name: &str, c_in: i64, c_out: i64) -> ConvBn {
+        let (w, b) = match self {
+            Source::Train(p) => {
+                let c = nn::conv2d(*p / name, c_in, c_out, 1, Default::default());
+                (c.ws, c.bs)
+            }
+            Source::Fused { .. } => (self.get(&format!("{name}.weight")), Some(self.get(&format!("{name}.bias")))),
+        };
+        ConvBn { w, b, bn: None, stride: 1, padding: 0 }
+    }
+
+    fn linear(&self, name: &str, c_in: i64, c_out: i64) -> (Tensor, Tensor) {
+        match self {
+            Source::Train(p) => {
+                let l = nn::linear(*p / name, c_in, c_out, Default::default());
+                (l.ws, l.bs.expect("linear layers have a bias"))
+            }
+            Source::Fused { .. } => (self.get(&format!("{name}.weight")), self.get(&format!("{name}.bias"))),
+        }
+    }
+}
+
+/// What turns the backbone's features into points.
+#[derive(Debug)]
+enum Head {
+    /// Flatten, one hidden fully connected layer, a linear output per convention.
+    Fc { fc: (Tensor, Tensor), outs: Vec<(Tensor, Tensor)> },
+    /// Integral regression: the stages from `stage` on are merged top-down (1x1
+    /// laterals, nearest upsampling, a 3x3 conv per level) into one feature map at
+    /// stage `stage`'s resolution; a 1x1 conv per convention gives one heatmap per
+    /// point, and each point is the expectation of its softmax over the cell centres.
+    Integral { stage: usize, laterals: Vec<ConvBn>, merges: Vec<ConvBn>, outs: Vec<ConvBn> },
+}
+
+/// The network, trainable ([`Net::new`], batch norm in training mode) or for
+/// inference ([`Net::fused`], batch norms folded, one convention head).
 ///
 /// # Shapes
 /// - input: `[B, 1, S, S]` float, pixel values in `[0, 1]`
@@ -78,9 +175,10 @@ pub fn device_name(device: Device) -> String {
 ///   each of the `H` convention heads
 #[derive(Debug)]
 pub struct Net {
-    convs: Vec<(nn::Conv2D, nn::BatchNorm, i64)>,
-    fc: nn::Linear,
-    heads: Vec<nn::Linear>,
+    /// Backbone stages; each opens with a stride-2 conv.
+    stages: Vec<Vec<ConvBn>>,
+    head: Head,
+    points: i64,
 }
 
 /// Per-sample standardisation, part of the model so every caller agrees on it.
@@ -91,85 +189,102 @@ fn standardize(x: &Tensor) -> Tensor {
 }
 
 impl Net {
+    /// A trainable network with fresh variables under `vs`.
     pub fn new(vs: &nn::Path, cfg: &ModelConfig) -> Net {
-        let mut convs = Vec::new();
+        Net::build(&Source::Train(vs), cfg, &(0..cfg.conventions.len()).collect::<Vec<_>>())
+    }
+
+    /// The inference network of trained tensors `vars` (by name), with convention
+    /// head `head` only.
+    fn fused(cfg: &ModelConfig, vars: &HashMap<String, Tensor>, head: usize, device: Device) -> Net {
+        Net::build(&Source::Fused { vars, device }, cfg, &[head])
+    }
+
+    fn build(src: &Source, cfg: &ModelConfig, heads: &[usize]) -> Net {
+        let mut stages = Vec::new();
         let mut c_in = 1;
         let mut k = 0;
         for (stage, &c_out) in cfg.channels.iter().enumerate() {
+            let mut convs = Vec::new();
             for j in 0..=cfg.extra_convs[stage] {
                 let stride = if j == 0 { 2 } else { 1 };
-                let conv_cfg = nn::ConvConfig { stride, padding: 1, bias: false, ..Default::default() };
-                let conv = nn::conv2d(vs / format!("conv{k}"), c_in, c_out, 3, conv_cfg);
-                let bn = nn::batch_norm2d(vs / format!("bn{k}"), c_out, Default::default());
-                convs.push((conv, bn, stride));
+                convs.push(src.conv_bn(&format!("conv{k}"), &format!("bn{k}"), c_in, c_out, 3, stride));
                 c_in = c_out;
                 k += 1;
             }
+            stages.push(convs);
         }
-        let fc = nn::linear(vs / "fc", cfg.flat_features(), cfg.hidden, Default::default());
-        let n_out = 2 * cfg.scheme.num_points() as i64;
-        let heads = (0..cfg.conventions.len())
-            .map(|h| nn::linear(vs / format!("head{h}"), cfg.hidden, n_out, Default::default()))
-            .collect();
-        Net { convs, fc, heads }
+        let points = cfg.scheme.num_points() as i64;
+        let head = match cfg.head {
+            HeadKind::Fc => Head::Fc {
+                fc: src.linear("fc", cfg.flat_features(), cfg.hidden),
+                outs: heads.iter().map(|h| src.linear(&format!("head{h}"), cfg.hidden, 2 * points)).collect(),
+            },
+            HeadKind::Integral { stage, width } => {
+                let levels = stage..cfg.channels.len();
+                Head::Integral {
+                    stage,
+                    laterals: levels
+                        .clone()
+                        .map(|s| src.conv_bn(&format!("lat{s}"), &format!("latbn{s}"), cfg.channels[s], width, 1, 1))
+                        .collect(),
+                    merges: levels
+                        .map(|s| src.conv_bn(&format!("merge{s}"), &format!("mergebn{s}"), width, width, 3, 1))
+                        .collect(),
+                    outs: heads.iter().map(|h| src.conv1x1(&format!("out{h}"), width, points)).collect(),
+                }
+            }
+        };
+        Net { stages, head, points }
     }
 
-    pub fn forward_heads(&self, x: &Tensor, train: bool) -> Tensor {
+    pub fn forward_heads(&self, x: &Tensor, train: bool) -> Result<Tensor, tch::TchError> {
         let mut x = standardize(x);
-        for (conv, bn, _) in &self.convs {
-            x = x.apply(conv).apply_t(bn, train).relu();
+        let mut features = Vec::with_capacity(self.stages.len());
+        for convs in &self.stages {
+            for conv in convs {
+                x = conv.forward(&x, train)?.relu();
+            }
+            features.push(x.shallow_clone());
         }
-        let f = x.flatten(1, -1).apply(&self.fc).relu();
-        let outs: Vec<Tensor> = self.heads.iter().map(|h| f.apply(h)).collect();
-        Tensor::stack(&outs, 1)
-    }
-}
-
-/// The inference network: batch norms folded into the convolutions, one head.
-#[derive(Debug)]
-pub struct FusedNet {
-    convs: Vec<(Tensor, Tensor, i64)>,
-    fc: (Tensor, Tensor),
-    head: (Tensor, Tensor),
-}
-
-impl FusedNet {
-    /// Folds the batch norms of a trained [`Net`]'s variables (`vars`, by name).
-    fn fold(cfg: &ModelConfig, vars: &HashMap<String, Tensor>, head: usize, device: Device) -> FusedNet {
-        let get = |name: &str| vars[name].to_device(device).to_kind(Kind::Float);
-        let mut convs = Vec::new();
-        let mut k = 0;
-        for (stage, _) in cfg.channels.iter().enumerate() {
-            for j in 0..=cfg.extra_convs[stage] {
-                let w = get(&format!("conv{k}.weight"));
-                let gamma = get(&format!("bn{k}.weight"));
-                let beta = get(&format!("bn{k}.bias"));
-                let mean = get(&format!("bn{k}.running_mean"));
-                let var = get(&format!("bn{k}.running_var"));
-                let scale = &gamma / (var + BN_EPS).sqrt();
-                let w = &w * scale.view([-1, 1, 1, 1]);
-                let b = beta - mean * &scale;
-                convs.push((w, b, if j == 0 { 2 } else { 1 }));
-                k += 1;
+        match &self.head {
+            Head::Fc { fc, outs } => {
+                let f = x.flatten(1, -1).f_linear(&fc.0, Some(&fc.1))?.relu();
+                let outs = outs.iter().map(|(w, b)| f.f_linear(w, Some(b))).collect::<Result<Vec<_>, _>>()?;
+                Tensor::f_stack(&outs, 1)
+            }
+            Head::Integral { stage, laterals, merges, outs } => {
+                let mut y: Option<Tensor> = None;
+                for (level, (lat, merge)) in laterals.iter().zip(merges).enumerate().rev() {
+                    let f = &features[stage + level];
+                    let mut z = lat.forward(f, train)?;
+                    if let Some(coarse) = y {
+                        let size = f.size();
+                        z = z + coarse.f_upsample_nearest2d([size[2], size[3]], None, None)?;
+                    }
+                    y = Some(merge.forward(&z.relu(), train)?.relu());
+                }
+                let y = y.expect("an integral head has at least one level");
+                let outs = outs.iter().map(|o| o.forward(&y, train)).collect::<Result<Vec<_>, _>>()?;
+                soft_argmax(&Tensor::f_stack(&outs, 1)?, self.points)
             }
         }
-        FusedNet {
-            convs,
-            fc: (get("fc.weight"), get("fc.bias")),
-            head: (get(&format!("head{head}.weight")), get(&format!("head{head}.bias"))),
-        }
     }
+}
 
-    /// # Shapes
-    /// `[B, 1, S, S]` in `[0, 1]` -> `[B, 2N]` unit-space coordinates.
-    pub fn forward(&self, x: &Tensor) -> Result<Tensor, tch::TchError> {
-        let mut x = standardize(x);
-        for (w, b, stride) in &self.convs {
-            x = x.f_conv2d(w, Some(b), [*stride, *stride], [1, 1], [1, 1], 1)?.relu();
-        }
-        let f = x.flatten(1, -1).f_linear(&self.fc.0, Some(&self.fc.1))?.relu();
-        f.f_linear(&self.head.0, Some(&self.head.1))
-    }
+/// `[B, H, N, R, R]` heatmap logits -> `[B, H, 2N]`: each point's expected cell
+/// centre under the softmax of its map, in unit space (`(j + 0.5) / R`).
+fn soft_argmax(logits: &Tensor, points: i64) -> Result<Tensor, tch::TchError> {
+    let size = logits.size();
+    let (b, h, r) = (size[0], size[1], size[3]);
+    let p = logits.f_view([b, h, points, r * r])?.f_softmax(-1, Kind::Float)?;
+    let opts = (Kind::Float, logits.device());
+    let centres = (Tensor::f_arange(r, opts)? + 0.5) / r as f64;
+    let gx = centres.repeat([r]); // column of each cell, row-major
+    let gy = centres.repeat_interleave_self_int(r, None, None);
+    let x = p.f_matmul(&gx)?;
+    let y = p.f_matmul(&gy)?;
+    Tensor::f_stack(&[x, y], -1)?.f_view([b, h, 2 * points])
 }
 
 /// The model config path for a weights path: `NAME.safetensors` -> `NAME.json`.
@@ -221,7 +336,7 @@ pub fn read_checked_weights(weights: &Path, cfg: &ModelConfig) -> Result<HashMap
 /// A loaded model ready for batched inference.
 pub struct Keypointer {
     config: ModelConfig,
-    net: FusedNet,
+    net: Net,
     device: Device,
     convention: usize,
 }
@@ -242,7 +357,7 @@ impl Keypointer {
                 reason: format!("no convention {name:?}; the model has {:?}", config.conventions),
             })?,
         };
-        let net = FusedNet::fold(&config, &tensors, head, device);
+        let net = Net::fused(&config, &tensors, head, device);
         Ok(Keypointer { config, net, device, convention: head })
     }
 
@@ -282,7 +397,7 @@ impl Keypointer {
             .to_device(self.device)
             .to_kind(Kind::Float)
             / 255.0;
-        let y = self.net.forward(&x)?.to_device(Device::Cpu).contiguous();
+        let y = self.net.forward_heads(&x, false)?.select(1, 0).to_device(Device::Cpu).contiguous();
         let values: Vec<f32> = Vec::<f32>::try_from(y.flatten(0, -1))?;
         let n = self.config.scheme.num_points();
         Ok(values

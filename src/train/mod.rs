@@ -13,7 +13,7 @@ use crate::detect::{DetectorConfig, HaarDetector};
 use crate::fsutil;
 use crate::geometry::{frame_points_from_unit, Point};
 use crate::landmarks::Scheme;
-use crate::model::{config_path_for, ModelConfig, Net, TrainInfo};
+use crate::model::{config_path_for, HeadKind, ModelConfig, Net, TrainInfo};
 use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use rand::seq::SliceRandom;
@@ -37,12 +37,32 @@ pub struct TrainOptions {
     pub cascade: PathBuf,
 }
 
+/// A network shape: the model config's architecture fields.
+pub struct Architecture {
+    pub channels: Vec<i64>,
+    pub extra_convs: Vec<usize>,
+    pub hidden: i64,
+    pub head: HeadKind,
+    pub crop_padding: f32,
+}
+
 /// The shipped architectures, sized for the CPU budget (3 ms at 224 px, 1 ms at 96 px).
-pub fn architecture(scheme: Scheme) -> (Vec<i64>, Vec<usize>, i64, f32) {
+pub fn architecture(scheme: Scheme) -> Architecture {
     match scheme {
-        // channels per stage, extra convs per stage, hidden width, crop padding
-        Scheme::P68 => (vec![16, 32, 48, 64, 96], vec![0, 0, 1, 1, 1], 256, 1.5),
-        Scheme::P15 => (vec![16, 32, 48, 64], vec![0, 1, 1, 0], 128, 1.7),
+        Scheme::P68 => Architecture {
+            channels: vec![12, 32, 48, 96, 128],
+            extra_convs: vec![0, 0, 1, 1, 1],
+            hidden: 0,
+            head: HeadKind::Integral { stage: 2, width: 48 },
+            crop_padding: 1.5,
+        },
+        Scheme::P15 => Architecture {
+            channels: vec![16, 32, 48, 64],
+            extra_convs: vec![0, 1, 1, 0],
+            hidden: 128,
+            head: HeadKind::Fc,
+            crop_padding: 1.7,
+        },
     }
 }
 
@@ -158,7 +178,7 @@ fn validate(net: &Net, cfg: &ModelConfig, set: &data::LoadedSet, head: usize, de
             crops.push(crop);
         }
         let x = batch_tensor(&pixels.iter().map(|p| p.as_slice()).collect::<Vec<_>>(), cfg.input_size, device);
-        let out = net.forward_heads(&x, false).select(1, head as i64).to_device(Device::Cpu).contiguous();
+        let out = net.forward_heads(&x, false)?.select(1, head as i64).to_device(Device::Cpu).contiguous();
         let values = Vec::<f32>::try_from(out.flatten(0, -1))?;
         let n = scheme.num_points();
         for (k, (_, truth)) in chunk.iter().enumerate() {
@@ -236,14 +256,14 @@ pub fn train(opts: &TrainOptions) -> Result<()> {
     let config = match &resumed {
         Some((state, _)) => state.config.clone(),
         None => {
-            let (channels, extra_convs, hidden, padding) = architecture(scheme);
+            let arch = architecture(scheme);
             let mut detector = HaarDetector::new(&opts.cascade, DetectorConfig::default())?;
             let bar = progress_bar(faces.len() as u64, "measuring Haar boxes");
             let images: Vec<&opencv::core::Mat> = faces.iter().map(|f| f.gray).collect();
             let points68: Vec<&[Point]> =
                 train_sets.iter().flat_map(|s| s.annotations.iter().map(|a| a.points.as_slice())).collect();
             let pts: Vec<Vec<Point>> = faces.iter().map(|f| f.points.clone()).collect();
-            let m = prior::measure(&mut detector, &images, &points68, &pts, padding, || bar.inc(1))?;
+            let m = prior::measure(&mut detector, &images, &points68, &pts, arch.crop_padding, || bar.inc(1))?;
             bar.finish_and_clear();
             let p = &m.prior;
             eprintln!(
@@ -253,9 +273,10 @@ pub fn train(opts: &TrainOptions) -> Result<()> {
             ModelConfig {
                 scheme,
                 input_size: scheme.input_size(),
-                channels,
-                extra_convs,
-                hidden,
+                channels: arch.channels,
+                extra_convs: arch.extra_convs,
+                hidden: arch.hidden,
+                head: arch.head,
                 default_convention: conventions.iter().position(|c| c == "helen68").unwrap_or(0),
                 conventions: conventions.clone(),
                 crop: m.prior,
@@ -319,7 +340,7 @@ pub fn train(opts: &TrainOptions) -> Result<()> {
             let b = batch.len() as i64;
             let y = Tensor::from_slice(&targets).view([b, n_out]).to_device(opts.device);
             let index = Tensor::from_slice(&sets).to_device(opts.device).view([b, 1, 1]).expand([b, 1, n_out], false);
-            let pred = net.forward_heads(&x, true).gather(1, &index, false).squeeze_dim(1);
+            let pred = net.forward_heads(&x, true)?.gather(1, &index, false).squeeze_dim(1);
             let loss = (pred - y).abs().mean(Kind::Float);
             opt.zero_grad();
             loss.backward();
