@@ -430,6 +430,47 @@ mod bad_input {
         expect_error(&["run", "--headless", "--video", &video, "--max-frames=-3"], "max-frames", d);
     }
 
+    /// An image folder of only non-images is an error; mixed with images, the
+    /// non-images are skipped with a warning count, and an image whose face is
+    /// below the detector's minimum size simply has no face.
+    #[test]
+    fn image_folders_skip_non_images_and_tiny_faces() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let only = d.join("only");
+        std::fs::create_dir(&only).unwrap();
+        std::fs::write(only.join("notes.txt"), "not an image").unwrap();
+        std::fs::write(only.join("broken.jpg"), [0u8, 1, 2, 3]).unwrap();
+        expect_error(&["run", "--headless", "--images", only.to_str().unwrap()], "no readable", d);
+
+        let mixed = d.join("mixed");
+        std::fs::create_dir(&mixed).unwrap();
+        std::fs::write(mixed.join("b.txt"), "not an image").unwrap();
+        std::fs::write(mixed.join("c.jpg"), [0u8, 1, 2, 3]).unwrap();
+        // Frame 190 of hamilton_clip as it is, and shrunk so that its face is about
+        // 12 px wide.
+        for (name, scale) in [("a.png", "640:360"), ("d.png", "96:54")] {
+            let made = Command::new("ffmpeg")
+                .args(["-v", "error", "-y", "-i"])
+                .arg(data("hamilton_clip.mp4"))
+                .args(["-vf", &format!("select=eq(n\\,190),scale={scale}"), "-frames:v", "1"])
+                .arg(mixed.join(name))
+                .status()
+                .unwrap();
+            assert!(made.success());
+        }
+        let keypoints = d.join("k.jsonl");
+        let out = bin().args(["run", "--headless", "--images", mixed.to_str().unwrap(), "--keypoints", keypoints.to_str().unwrap()]).output().unwrap();
+        let err = stderr(&out);
+        assert!(out.status.success(), "{err}");
+        assert!(err.contains("skipping 1 files that are not jpg/png/bmp"), "{err}");
+        assert!(err.contains("c.jpg: not a decodable image, skipped"), "{err}");
+        let rows: Vec<serde_json::Value> =
+            std::fs::read_to_string(&keypoints).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        let faces: Vec<usize> = rows.iter().map(|r| r["faces"].as_array().unwrap().len()).collect();
+        assert_eq!(faces, [1, 0], "the face, and none in the tiny image: {err}");
+    }
+
     #[test]
     fn corrupt_weights_are_refused() {
         let dir = tempfile::tempdir().unwrap();
@@ -446,6 +487,15 @@ mod bad_input {
             let w = sub.join("m.safetensors").to_string_lossy().into_owned();
             expect_error(&["run", "--headless", "--video", &video, "--weights", &w], "m.safetensors", &sub);
         }
+        // A config that does not describe these weights (another first-layer width).
+        let sub = d.join("inconsistent");
+        std::fs::create_dir(&sub).unwrap();
+        std::fs::write(sub.join("m.safetensors"), &bytes).unwrap();
+        let mut config: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(w68.with_extension("json")).unwrap()).unwrap();
+        config["channels"][0] = (config["channels"][0].as_i64().unwrap() + 4).into();
+        std::fs::write(sub.join("m.json"), config.to_string()).unwrap();
+        let w = sub.join("m.safetensors").to_string_lossy().into_owned();
+        expect_error(&["run", "--headless", "--video", &video, "--weights", &w], "the model config needs", &sub);
         // Weights without their config.
         let sub = d.join("noconfig");
         std::fs::create_dir(&sub).unwrap();

@@ -58,9 +58,9 @@ pub fn architecture(scheme: Scheme) -> Architecture {
         },
         Scheme::P15 => Architecture {
             channels: vec![16, 32, 48, 64],
-            extra_convs: vec![0, 1, 1, 0],
-            hidden: 128,
-            head: HeadKind::Fc,
+            extra_convs: vec![0, 1, 1, 1],
+            hidden: 0,
+            head: HeadKind::Integral { stage: 2, width: 32 },
             crop_padding: 1.7,
         },
     }
