@@ -9,21 +9,28 @@ use anyhow::Result;
 use opencv::core::Mat;
 
 /// Keypoints (frame pixels) of the faces in detector-like `boxes` of `gray`, as one
-/// CNN batch: each box is cropped the way training crops a detection.
-pub fn points_in_boxes(model: &Keypointer, gray: &Mat, boxes: &[Rect]) -> Result<Vec<Vec<Point>>> {
+/// CNN batch (each box cropped the way training crops a detection), with each
+/// face's heatmap spread ([`crate::model::Inference::spread`]).
+pub fn faces_in_boxes(model: &Keypointer, gray: &Mat, boxes: &[Rect]) -> Result<Vec<(Vec<Point>, f32)>> {
     let cfg = model.config();
     let crops: Vec<_> = boxes.iter().map(|b| cfg.crop.crop_for_detection(b)).collect();
     let pixels = crops.iter().map(|c| imageops::extract_crop(gray, c, cfg.input_size)).collect::<opencv::Result<Vec<_>>>()?;
-    let units = model.infer(&pixels)?;
-    Ok(units.iter().zip(&crops).map(|(u, c)| frame_points_from_unit(u, c, cfg.input_size)).collect())
+    let found = model.infer_scored(&pixels)?;
+    Ok(found.into_iter().zip(&crops).map(|(f, c)| (frame_points_from_unit(&f.points, c, cfg.input_size), f.spread)).collect())
 }
 
 /// The second pass for new detections: each face again, cropped from its first
 /// `points` (the box the detector would give for them), which centres the crop on
 /// the face rather than on the detector's noisy box.
-pub fn refine(model: &Keypointer, gray: &Mat, points: &[Vec<Point>]) -> Result<Vec<Vec<Point>>> {
+pub fn refine(model: &Keypointer, gray: &Mat, points: &[Vec<Point>]) -> Result<Vec<(Vec<Point>, f32)>> {
     let boxes: Vec<Rect> = points.iter().map(|p| model.config().crop.detection_for_points(p)).collect();
-    points_in_boxes(model, gray, &boxes)
+    faces_in_boxes(model, gray, &boxes)
+}
+
+/// Whether a face's heatmap `spread` is within the model's face threshold
+/// (`ModelConfig::max_spread`; none set: every face is).
+pub fn confident(model: &Keypointer, spread: f32) -> bool {
+    model.config().max_spread.map_or(true, |max| spread <= max)
 }
 
 /// One face in one frame.

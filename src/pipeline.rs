@@ -59,13 +59,14 @@ impl FaceStage {
 
     /// Crops `candidates` from `gray`, runs them through the CNN as one batch and
     /// keeps the plausible ones. Fresh detections get a second pass cropped from
-    /// their first points ([`face::refine`]).
+    /// their first points ([`face::refine`]) and are kept only when the network is
+    /// sure of a face there ([`face::confident`]).
     fn infer(&self, gray: &Mat, candidates: Vec<Candidate>) -> Result<Inferred> {
         let boxes: Vec<Rect> = candidates.iter().map(|c| c.box_in_frame).collect();
-        let mut points = face::points_in_boxes(&self.model, gray, &boxes)?;
+        let found = face::faces_in_boxes(&self.model, gray, &boxes)?;
         let mut kept = Vec::new();
         let mut lost = false;
-        for (c, p) in candidates.into_iter().zip(points.drain(..)) {
+        for (c, (p, _)) in candidates.into_iter().zip(found) {
             if self.tracker.plausible(&c, &p, (gray.cols() as u32, gray.rows() as u32)) {
                 kept.push((c, p));
             } else {
@@ -75,14 +76,16 @@ impl FaceStage {
         let fresh: Vec<usize> = (0..kept.len()).filter(|&i| kept[i].0.origin == Origin::Fresh).collect();
         let first: Vec<Vec<Point>> = fresh.iter().map(|&i| kept[i].1.clone()).collect();
         let mut consistency = vec![0.0f32; kept.len()];
+        let mut is_face = vec![true; kept.len()];
         let prior = &self.model.config().crop;
-        for ((i, p), f) in fresh.into_iter().zip(face::refine(&self.model, gray, &first)?).zip(&first) {
+        for ((i, (p, spread)), f) in fresh.into_iter().zip(face::refine(&self.model, gray, &first)?).zip(&first) {
             consistency[i] = prior.detection_for_points(&p).iou(&prior.detection_for_points(f));
+            is_face[i] = face::confident(&self.model, spread);
             kept[i].1 = p;
         }
         // Where two fresh faces overlap, the tracker keeps the first: the one whose
         // second pass moved least (a real face; a false detection drifts).
-        let mut scored: Vec<_> = kept.into_iter().zip(consistency).collect();
+        let mut scored: Vec<_> = kept.into_iter().zip(consistency).zip(is_face).filter(|(_, f)| *f).map(|(k, _)| k).collect();
         scored.sort_by(|a, b| b.1.total_cmp(&a.1));
         kept = scored.into_iter().map(|(k, _)| k).collect();
         Ok(Inferred { kept, lost })

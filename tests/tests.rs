@@ -283,72 +283,6 @@ mod window {
         assert!(best >= 3, "overlay colours of {best} regions seen in the window (exit {status:?})");
     }
 
-    /// Asks the facekp window to close, as a window manager does for the close
-    /// button (a WM_DELETE_WINDOW client message), once it has been up for `after`.
-    /// False while there is no window.
-    fn close_window(display: &str, after: Duration) -> bool {
-        use x11rb::connection::Connection;
-        use x11rb::protocol::xproto::{AtomEnum, ClientMessageEvent, ConnectionExt, EventMask};
-        let (conn, screen) = x11rb::connect(Some(display)).expect("X connection");
-        let root = conn.setup().roots[screen].root;
-        let atom = |name: &[u8]| conn.intern_atom(false, name).unwrap().reply().unwrap().atom;
-        let (protocols, delete) = (atom(b"WM_PROTOCOLS"), atom(b"WM_DELETE_WINDOW"));
-        for w in conn.query_tree(root).unwrap().reply().unwrap().children {
-            let name = conn.get_property(false, w, AtomEnum::WM_NAME, AtomEnum::ANY, 0, 256).unwrap().reply().unwrap().value;
-            if name.starts_with(b"facekp") {
-                std::thread::sleep(after);
-                let event = ClientMessageEvent::new(32, w, protocols, [delete, 0, 0, 0, 0]);
-                conn.send_event(false, w, EventMask::NO_EVENT, event).unwrap();
-                conn.flush().unwrap();
-                return true;
-            }
-        }
-        false
-    }
-
-    /// Closing the window ends the run with exit code 0 and finalised outputs
-    /// holding every frame shown.
-    #[test]
-    fn closing_the_window_finalises_outputs_and_exits_0() {
-        let (mut xvfb, display) = xvfb();
-        let dir = tempfile::tempdir().unwrap();
-        let long = dir.path().join("long.mp4");
-        let looped = Command::new("ffmpeg")
-            .args(["-v", "error", "-y", "-stream_loop", "3", "-i"])
-            .arg(data("hamilton_clip.mp4"))
-            .args(["-c", "copy"])
-            .arg(&long)
-            .status()
-            .unwrap();
-        assert!(looped.success());
-        let (video, keypoints) = (dir.path().join("o.mp4"), dir.path().join("k.jsonl"));
-        let app = bin()
-            .env("DISPLAY", &display)
-            .args(["run", "--video"])
-            .arg(&long)
-            .arg("--output")
-            .arg(&video)
-            .arg("--keypoints")
-            .arg(&keypoints)
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(60);
-        let mut shown = false;
-        while !shown && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(500));
-            shown = close_window(&display, Duration::from_secs(3));
-        }
-        let out = app.wait_with_output().unwrap();
-        let _ = xvfb.kill();
-        let _ = xvfb.wait();
-        assert!(shown, "a facekp window appeared: {}", stderr(&out));
-        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-        let rows = std::fs::read_to_string(&keypoints).unwrap().lines().count() as u64;
-        assert!(rows > 0 && rows < 4 * 275, "stopped mid-run after {rows} frames");
-        assert_eq!(ffprobe_frames(&video), rows, "the video has every frame shown");
-    }
-
     /// How many of the five region colours appear (at least 5 pixels each) on the
     /// screen (the window is the only thing drawn on Xvfb's black root).
     fn count_region_colours(img: &opencv::core::Mat) -> usize {
@@ -552,13 +486,14 @@ mod fuzz {
 
         #[test]
         fn model_config_with_changed_numbers_is_validated(
-            channel in -5i64..5000, extra in 0usize..20, hidden in -5i64..70000, stage in 0usize..5, scale in -2.0f32..3.0
+            channel in -5i64..5000, extra in 0usize..20, width in -5i64..5000, stage in 0usize..5, scale in -2.0f32..3.0
         ) {
             let text = std::fs::read_to_string(weights68().with_extension("json")).unwrap();
             let mut v: serde_json::Value = serde_json::from_str(&text).unwrap();
             v["channels"][stage] = channel.into();
             v["extra_convs"][stage] = extra.into();
-            v["hidden"] = hidden.into();
+            v["heatmaps"]["width"] = width.into();
+            v["heatmaps"]["stage"] = stage.into();
             v["crop"]["scale_mean"] = serde_json::json!(scale);
             let dir = tempfile::tempdir().unwrap();
             let p = dir.path().join("m.json");
@@ -775,28 +710,10 @@ mod robustness {
         ffmpeg(&["-stream_loop", "3", "-i", data("hamilton_clip.mp4").to_str().unwrap(), "-c", "copy", long.to_str().unwrap()]);
         let video = dir.path().join("o.mp4");
         let keypoints = dir.path().join("k.jsonl");
-        let mut child = bin()
-            .args(["run", "--headless", "--video", long.to_str().unwrap(), "--output", video.to_str().unwrap()])
-            .arg("--keypoints")
-            .arg(&keypoints)
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
         // Wait until the pipeline runs (it prints the source), then let it work a while.
-        use std::io::BufRead;
-        let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
-        let mut log = String::new();
-        for line in lines.by_ref() {
-            let line = line.unwrap();
-            log.push_str(&line);
-            log.push('\n');
-            if line.starts_with("source:") {
-                break;
-            }
-        }
+        let (mut child, lines, mut log) = spawn_run(&long, &video, &keypoints);
         std::thread::sleep(Duration::from_secs(3));
-        let killed = Command::new("kill").args([signal, &child.id().to_string()]).status().unwrap();
-        assert!(killed.success());
+        self::signal(&child, signal);
         let started = Instant::now();
         for line in lines {
             log.push_str(&line.unwrap());
@@ -905,29 +822,40 @@ mod robustness {
         assert!(Command::new("kill").args([signal, &child.id().to_string()]).status().unwrap().success());
     }
 
-    /// Ctrl-C while the source is stuck in a read: the run still ends, with both
-    /// outputs finalised and holding every processed frame, and exit code 130.
-    #[test]
-    fn ctrl_c_with_a_stuck_source_still_finalises_outputs() {
-        let dir = tempfile::tempdir().unwrap();
-        let (fifo, release, written) = stalled_pipe(dir.path());
-        let (video, keypoints) = (dir.path().join("o.mp4"), dir.path().join("k.jsonl"));
-        let (mut child, lines, mut log) = spawn_run(&fifo, &video, &keypoints);
+    /// Runs on a stalled pipe, waits until the source is stuck, then sends Ctrl-C
+    /// `interrupts` times (300 ms apart). Returns the exit status and stderr.
+    fn interrupt_stuck_run(dir: &Path, interrupts: usize) -> (std::process::ExitStatus, String) {
+        let (fifo, release, written) = stalled_pipe(dir);
+        let (mut child, lines, mut log) = spawn_run(&fifo, &dir.join("o.mp4"), &dir.join("k.jsonl"));
         written.recv_timeout(Duration::from_secs(60)).expect("the run reads the pipe");
         // Let it process what it was given, so the source waits for more.
         std::thread::sleep(Duration::from_secs(5));
-        signal(&child, "-INT");
+        for i in 0..interrupts {
+            if i > 0 {
+                std::thread::sleep(Duration::from_millis(300));
+            }
+            signal(&child, "-INT");
+        }
         for line in lines {
             log.push_str(&line.unwrap());
             log.push('\n');
         }
         let status = child.wait().unwrap();
         drop(release);
+        (status, log)
+    }
+
+    /// Ctrl-C while the source is stuck in a read: the run still ends, with both
+    /// outputs finalised and holding every processed frame, and exit code 130.
+    #[test]
+    fn ctrl_c_with_a_stuck_source_still_finalises_outputs() {
+        let dir = tempfile::tempdir().unwrap();
+        let (status, log) = interrupt_stuck_run(dir.path(), 1);
         assert_eq!(status.code(), Some(130), "{log}");
         assert!(log.contains("did not stop"), "the source was stuck in a read: {log}");
-        let rows = jsonl(&keypoints);
+        let rows = jsonl(&dir.path().join("k.jsonl"));
         assert!(rows.len() > 100, "{} frames processed: {log}", rows.len());
-        assert_eq!(ffprobe_frames(&video), rows.len() as u64, "the video has every processed frame");
+        assert_eq!(ffprobe_frames(&dir.path().join("o.mp4")), rows.len() as u64, "the video has every processed frame");
     }
 
     /// A second Ctrl-C exits at once, before the outputs could be finalised, and
@@ -935,20 +863,7 @@ mod robustness {
     #[test]
     fn a_second_ctrl_c_exits_at_once_and_leaves_nothing_half_written() {
         let dir = tempfile::tempdir().unwrap();
-        let (fifo, release, written) = stalled_pipe(dir.path());
-        let (video, keypoints) = (dir.path().join("o.mp4"), dir.path().join("k.jsonl"));
-        let (mut child, lines, mut log) = spawn_run(&fifo, &video, &keypoints);
-        written.recv_timeout(Duration::from_secs(60)).expect("the run reads the pipe");
-        std::thread::sleep(Duration::from_secs(5));
-        signal(&child, "-INT");
-        std::thread::sleep(Duration::from_millis(300));
-        signal(&child, "-INT");
-        for line in lines {
-            log.push_str(&line.unwrap());
-            log.push('\n');
-        }
-        let status = child.wait().unwrap();
-        drop(release);
+        let (status, log) = interrupt_stuck_run(dir.path(), 2);
         assert_eq!(status.code(), Some(130), "{log}");
         assert!(!log.contains("did not stop"), "exited before the stop grace ran out: {log}");
         let mut left: Vec<String> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();

@@ -20,33 +20,31 @@ pub struct ModelConfig {
     pub channels: Vec<i64>,
     /// Stride-1 convs after the first conv of each stage.
     pub extra_convs: Vec<usize>,
-    /// Width of the hidden fully connected layer (`HeadKind::Fc`).
-    #[serde(default)]
-    pub hidden: i64,
-    /// How features become points.
-    #[serde(default)]
-    pub head: HeadKind,
+    /// Where and how wide the heatmaps are.
+    pub heatmaps: Heatmaps,
     /// Annotation conventions (training data sets), one output head each.
     pub conventions: Vec<String>,
     /// The head `run` uses.
     pub default_convention: usize,
     /// Where the Haar box sits relative to the points, and the crop margin.
     pub crop: CropPrior,
+    /// Optional face threshold: a new detection whose heatmap spread
+    /// ([`super::Inference::spread`]) exceeds this is dropped. `train` does not set
+    /// it: no value measured here rejects Haar's false detections without also
+    /// dropping small, blurred real faces (see the README).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_spread: Option<f32>,
     /// How the weights were made (informational).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trained: Option<TrainInfo>,
 }
 
-/// The network's head (see [`super::Net`]).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-pub enum HeadKind {
-    /// Flatten the last feature map, a hidden layer of `hidden` units, linear outputs.
-    #[default]
-    Fc,
-    /// Heatmaps at the resolution of stage `stage` from a top-down merge of the later
-    /// stages (`width` channels), points by soft-argmax.
-    Integral { stage: usize, width: i64 },
+/// The heatmap head (see [`super::Net`]): the stages from `stage` on are merged
+/// top-down into `width` channels at stage `stage`'s resolution.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Heatmaps {
+    pub stage: usize,
+    pub width: i64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -60,17 +58,8 @@ pub struct TrainInfo {
 }
 
 impl ModelConfig {
-    /// Spatial side of the last feature map.
-    pub fn feature_side(&self) -> i64 {
-        let mut side = self.input_size as i64;
-        for _ in &self.channels {
-            side = (side + 1) / 2;
-        }
-        side
-    }
-
     /// Learnable parameters of the network this config describes (approximate:
-    /// convolution and linear weights).
+    /// convolution weights).
     pub fn parameter_count(&self) -> i64 {
         let mut c_in = 1i64;
         let mut n = 0i64;
@@ -78,24 +67,11 @@ impl ModelConfig {
             n = n.saturating_add(9 * c_in * c).saturating_add(9 * c * c * extra as i64);
             c_in = c;
         }
-        let points = self.scheme.num_points() as i64;
-        let conventions = self.conventions.len() as i64;
-        let head = match self.head {
-            HeadKind::Fc => self
-                .flat_features()
-                .saturating_mul(self.hidden)
-                .saturating_add(conventions * self.hidden * 2 * points),
-            HeadKind::Integral { stage, width } => {
-                let laterals: i64 = self.channels.iter().skip(stage).map(|c| c * width).sum();
-                let merges = (self.channels.len().saturating_sub(stage)) as i64 * 9 * width * width;
-                laterals.saturating_add(merges).saturating_add(conventions * width * points)
-            }
-        };
-        n.saturating_add(head)
-    }
-
-    pub fn flat_features(&self) -> i64 {
-        self.channels.last().copied().unwrap_or(0) * self.feature_side().pow(2)
+        let Heatmaps { stage, width } = self.heatmaps;
+        let laterals = self.channels.iter().skip(stage).fold(0i64, |n, c| n.saturating_add(c.saturating_mul(width)));
+        let merges = (self.channels.len().saturating_sub(stage) as i64).saturating_mul(9 * width * width);
+        let outs = (self.conventions.len() as i64).saturating_mul(width * self.scheme.num_points() as i64);
+        n.saturating_add(laterals).saturating_add(merges).saturating_add(outs)
     }
 
     pub fn validate(&self) -> Result<(), String> {
@@ -113,23 +89,17 @@ impl ModelConfig {
         if self.channels.iter().any(|&c| !(1..=4096).contains(&c)) {
             return Err("channel widths must be between 1 and 4096".into());
         }
-        match self.head {
-            HeadKind::Fc if !(1..=65536).contains(&self.hidden) => {
-                return Err("hidden must be between 1 and 65536".into());
-            }
-            HeadKind::Integral { stage, width } if stage >= self.channels.len() || !(1..=4096).contains(&width) => {
-                return Err("an integral head needs a stage below the number of stages and a width of 1 to 4096".into());
-            }
-            _ => {}
+        if self.heatmaps.stage >= self.channels.len() || !(1..=4096).contains(&self.heatmaps.width) {
+            return Err("heatmaps need a stage below the number of stages and a width of 1 to 4096".into());
         }
-        if self.extra_convs.iter().any(|&n| n > 16) {
-            return Err("extra_convs must be at most 16 per stage".into());
-        }
-        if self.feature_side() < 1 {
-            return Err("too many stages for the input size".into());
+        if self.channels.len() > 8 || self.extra_convs.iter().any(|&n| n > 16) {
+            return Err("at most 8 stages of at most 17 convs each".into());
         }
         if self.parameter_count() > MAX_PARAMETERS {
             return Err(format!("{} parameters, more than the {MAX_PARAMETERS} a facekp model may have", self.parameter_count()));
+        }
+        if self.max_spread.is_some_and(|m| !(m.is_finite() && m > 0.0)) {
+            return Err("max_spread must be a positive number".into());
         }
         if self.conventions.is_empty() || self.default_convention >= self.conventions.len() {
             return Err("conventions must be non-empty and default_convention one of them".into());

@@ -7,14 +7,14 @@
 //! OpenCV type.
 //!
 //! The backbone is a plain stack of 3x3 conv + batch-norm + ReLU stages, each opened
-//! by a stride-2 conv. The head ([`HeadKind`]) is either fully connected layers or
-//! integral regression (soft-argmax over per-point heatmaps); it has one output per
+//! by a stride-2 conv. The head is integral regression ([`Heatmaps`]): one heatmap per
+//! point, each point the expectation of its map's softmax, with one output layer per
 //! annotation convention the model was trained on (`ModelConfig::conventions`). For
 //! inference the batch norms are folded into the convolutions ([`Net`]).
 
 mod config;
 
-pub use config::{HeadKind, ModelConfig, TrainInfo};
+pub use config::{Heatmaps, ModelConfig, TrainInfo};
 
 use crate::geometry::Point;
 use std::collections::HashMap;
@@ -142,28 +142,6 @@ impl Source<'_> {
         };
         ConvBn { w, b, bn: None, stride: 1, padding: 0 }
     }
-
-    fn linear(&self, name: &str, c_in: i64, c_out: i64) -> (Tensor, Tensor) {
-        match self {
-            Source::Train(p) => {
-                let l = nn::linear(*p / name, c_in, c_out, Default::default());
-                (l.ws, l.bs.expect("linear layers have a bias"))
-            }
-            Source::Fused { .. } => (self.get(&format!("{name}.weight")), self.get(&format!("{name}.bias"))),
-        }
-    }
-}
-
-/// What turns the backbone's features into points.
-#[derive(Debug)]
-enum Head {
-    /// Flatten, one hidden fully connected layer, a linear output per convention.
-    Fc { fc: (Tensor, Tensor), outs: Vec<(Tensor, Tensor)> },
-    /// Integral regression: the stages from `stage` on are merged top-down (1x1
-    /// laterals, nearest upsampling, a 3x3 conv per level) into one feature map at
-    /// stage `stage`'s resolution; a 1x1 conv per convention gives one heatmap per
-    /// point, and each point is the expectation of its softmax over the cell centres.
-    Integral { stage: usize, laterals: Vec<ConvBn>, merges: Vec<ConvBn>, outs: Vec<ConvBn> },
 }
 
 /// The network, trainable ([`Net::new`], batch norm in training mode) or for
@@ -177,7 +155,14 @@ enum Head {
 pub struct Net {
     /// Backbone stages; each opens with a stride-2 conv.
     stages: Vec<Vec<ConvBn>>,
-    head: Head,
+    /// The first stage merged into the heatmaps.
+    heatmap_stage: usize,
+    /// 1x1 laterals and 3x3 merge convs of the top-down path, one each per stage
+    /// from `heatmap_stage` on: coarser levels are upsampled (nearest) and added.
+    laterals: Vec<ConvBn>,
+    merges: Vec<ConvBn>,
+    /// One 1x1 conv per convention: a heatmap per point.
+    outs: Vec<ConvBn>,
     points: i64,
 }
 
@@ -215,30 +200,28 @@ impl Net {
             stages.push(convs);
         }
         let points = cfg.scheme.num_points() as i64;
-        let head = match cfg.head {
-            HeadKind::Fc => Head::Fc {
-                fc: src.linear("fc", cfg.flat_features(), cfg.hidden),
-                outs: heads.iter().map(|h| src.linear(&format!("head{h}"), cfg.hidden, 2 * points)).collect(),
-            },
-            HeadKind::Integral { stage, width } => {
-                let levels = stage..cfg.channels.len();
-                Head::Integral {
-                    stage,
-                    laterals: levels
-                        .clone()
-                        .map(|s| src.conv_bn(&format!("lat{s}"), &format!("latbn{s}"), cfg.channels[s], width, 1, 1))
-                        .collect(),
-                    merges: levels
-                        .map(|s| src.conv_bn(&format!("merge{s}"), &format!("mergebn{s}"), width, width, 3, 1))
-                        .collect(),
-                    outs: heads.iter().map(|h| src.conv1x1(&format!("out{h}"), width, points)).collect(),
-                }
-            }
-        };
-        Net { stages, head, points }
+        let Heatmaps { stage, width } = cfg.heatmaps;
+        let levels = stage..cfg.channels.len();
+        Net {
+            stages,
+            heatmap_stage: stage,
+            laterals: levels
+                .clone()
+                .map(|s| src.conv_bn(&format!("lat{s}"), &format!("latbn{s}"), cfg.channels[s], width, 1, 1))
+                .collect(),
+            merges: levels.map(|s| src.conv_bn(&format!("merge{s}"), &format!("mergebn{s}"), width, width, 3, 1)).collect(),
+            outs: heads.iter().map(|h| src.conv1x1(&format!("out{h}"), width, points)).collect(),
+            points,
+        }
     }
 
     pub fn forward_heads(&self, x: &Tensor, train: bool) -> Result<Tensor, tch::TchError> {
+        Ok(self.forward_scored(x, train)?.0)
+    }
+
+    /// As [`Net::forward_heads`], plus each face's heatmap spread `[B, H]` (see
+    /// [`soft_argmax`]).
+    pub fn forward_scored(&self, x: &Tensor, train: bool) -> Result<(Tensor, Tensor), tch::TchError> {
         let mut x = standardize(x);
         let mut features = Vec::with_capacity(self.stages.len());
         for convs in &self.stages {
@@ -247,34 +230,27 @@ impl Net {
             }
             features.push(x.shallow_clone());
         }
-        match &self.head {
-            Head::Fc { fc, outs } => {
-                let f = x.flatten(1, -1).f_linear(&fc.0, Some(&fc.1))?.relu();
-                let outs = outs.iter().map(|(w, b)| f.f_linear(w, Some(b))).collect::<Result<Vec<_>, _>>()?;
-                Tensor::f_stack(&outs, 1)
+        let mut y: Option<Tensor> = None;
+        for (level, (lat, merge)) in self.laterals.iter().zip(&self.merges).enumerate().rev() {
+            let f = &features[self.heatmap_stage + level];
+            let mut z = lat.forward(f, train)?;
+            if let Some(coarse) = y {
+                let size = f.size();
+                z = z + coarse.f_upsample_nearest2d([size[2], size[3]], None, None)?;
             }
-            Head::Integral { stage, laterals, merges, outs } => {
-                let mut y: Option<Tensor> = None;
-                for (level, (lat, merge)) in laterals.iter().zip(merges).enumerate().rev() {
-                    let f = &features[stage + level];
-                    let mut z = lat.forward(f, train)?;
-                    if let Some(coarse) = y {
-                        let size = f.size();
-                        z = z + coarse.f_upsample_nearest2d([size[2], size[3]], None, None)?;
-                    }
-                    y = Some(merge.forward(&z.relu(), train)?.relu());
-                }
-                let y = y.expect("an integral head has at least one level");
-                let outs = outs.iter().map(|o| o.forward(&y, train)).collect::<Result<Vec<_>, _>>()?;
-                soft_argmax(&Tensor::f_stack(&outs, 1)?, self.points)
-            }
+            y = Some(merge.forward(&z.relu(), train)?.relu());
         }
+        let y = y.expect("the top-down path has at least one level");
+        let outs = self.outs.iter().map(|o| o.forward(&y, train)).collect::<Result<Vec<_>, _>>()?;
+        soft_argmax(&Tensor::f_stack(&outs, 1)?, self.points)
     }
 }
 
-/// `[B, H, N, R, R]` heatmap logits -> `[B, H, 2N]`: each point's expected cell
-/// centre under the softmax of its map, in unit space (`(j + 0.5) / R`).
-fn soft_argmax(logits: &Tensor, points: i64) -> Result<Tensor, tch::TchError> {
+/// `[B, H, N, R, R]` heatmap logits -> points `[B, H, 2N]`: each point's expected
+/// cell centre under the softmax of its map, in unit space (`(j + 0.5) / R`); and
+/// spread `[B, H]`: the mean over points of the distribution's standard deviation
+/// (unit space), small where the network is sure of a face.
+fn soft_argmax(logits: &Tensor, points: i64) -> Result<(Tensor, Tensor), tch::TchError> {
     let size = logits.size();
     let (b, h, r) = (size[0], size[1], size[3]);
     let p = logits.f_view([b, h, points, r * r])?.f_softmax(-1, Kind::Float)?;
@@ -284,7 +260,9 @@ fn soft_argmax(logits: &Tensor, points: i64) -> Result<Tensor, tch::TchError> {
     let gy = centres.repeat_interleave_self_int(r, None, None);
     let x = p.f_matmul(&gx)?;
     let y = p.f_matmul(&gy)?;
-    Tensor::f_stack(&[x, y], -1)?.f_view([b, h, 2 * points])
+    let var = (p.f_matmul(&(&gx * &gx))? - &x * &x) + (p.f_matmul(&(&gy * &gy))? - &y * &y);
+    let spread = var.f_clamp_min(0.0)?.f_sqrt()?.f_mean_dim(-1, false, Kind::Float)?;
+    Ok((Tensor::f_stack(&[x, y], -1)?.f_view([b, h, 2 * points])?, spread))
 }
 
 /// The model config path for a weights path: `NAME.safetensors` -> `NAME.json`.
@@ -376,6 +354,11 @@ impl Keypointer {
     /// Runs the network on a batch of crops (each `input_size`² gray bytes) and
     /// returns each crop's points in unit space. An empty batch costs nothing.
     pub fn infer(&self, crops: &[Vec<u8>]) -> Result<Vec<Vec<Point>>, ModelError> {
+        Ok(self.infer_scored(crops)?.into_iter().map(|i| i.points).collect())
+    }
+
+    /// As [`Keypointer::infer`], with each crop's heatmap spread.
+    pub fn infer_scored(&self, crops: &[Vec<u8>]) -> Result<Vec<Inference>, ModelError> {
         if crops.is_empty() {
             return Ok(Vec::new());
         }
@@ -397,12 +380,25 @@ impl Keypointer {
             .to_device(self.device)
             .to_kind(Kind::Float)
             / 255.0;
-        let y = self.net.forward_heads(&x, false)?.select(1, 0).to_device(Device::Cpu).contiguous();
+        let (y, spread) = self.net.forward_scored(&x, false)?;
+        let y = y.select(1, 0).to_device(Device::Cpu).contiguous();
         let values: Vec<f32> = Vec::<f32>::try_from(y.flatten(0, -1))?;
+        let spreads = Vec::<f32>::try_from(spread.select(1, 0).to_device(Device::Cpu).contiguous())?;
         let n = self.config.scheme.num_points();
         Ok(values
             .chunks(2 * n)
-            .map(|v| v.chunks(2).map(|xy| Point::new(xy[0], xy[1])).collect())
+            .zip(spreads)
+            .map(|(v, spread)| Inference { points: v.chunks(2).map(|xy| Point::new(xy[0], xy[1])).collect(), spread })
             .collect())
     }
+}
+
+/// One crop's result.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Inference {
+    /// Points in unit crop space.
+    pub points: Vec<Point>,
+    /// Mean standard deviation of the points' heatmap distributions, unit crop
+    /// space: small on a face, large where the network finds no face to be sure of.
+    pub spread: f32,
 }

@@ -13,7 +13,7 @@ use crate::detect::{DetectorConfig, HaarDetector};
 use crate::fsutil;
 use crate::geometry::{frame_points_from_unit, Point};
 use crate::landmarks::Scheme;
-use crate::model::{config_path_for, HeadKind, ModelConfig, Net, TrainInfo};
+use crate::model::{config_path_for, Heatmaps, ModelConfig, Net, TrainInfo};
 use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use rand::seq::SliceRandom;
@@ -41,26 +41,25 @@ pub struct TrainOptions {
 pub struct Architecture {
     pub channels: Vec<i64>,
     pub extra_convs: Vec<usize>,
-    pub hidden: i64,
-    pub head: HeadKind,
+    pub heatmaps: Heatmaps,
     pub crop_padding: f32,
 }
 
 /// The shipped architectures, sized for the CPU budget (3 ms at 224 px, 1 ms at 96 px).
 pub fn architecture(scheme: Scheme) -> Architecture {
     match scheme {
+        // Heatmaps at 28x28 (stride 8) from stages at 28, 14 and 7.
         Scheme::P68 => Architecture {
             channels: vec![12, 32, 48, 96, 128],
             extra_convs: vec![0, 0, 1, 1, 1],
-            hidden: 0,
-            head: HeadKind::Integral { stage: 2, width: 48 },
+            heatmaps: Heatmaps { stage: 2, width: 48 },
             crop_padding: 1.5,
         },
+        // Heatmaps at 12x12 (stride 8) from stages at 12 and 6.
         Scheme::P15 => Architecture {
             channels: vec![16, 32, 48, 64],
             extra_convs: vec![0, 1, 1, 1],
-            hidden: 0,
-            head: HeadKind::Integral { stage: 2, width: 32 },
+            heatmaps: Heatmaps { stage: 2, width: 32 },
             crop_padding: 1.7,
         },
     }
@@ -162,11 +161,12 @@ fn batch_tensor(pixels: &[&[u8]], size: u32, device: Device) -> Tensor {
     Tensor::from_slice(&flat).view([pixels.len() as i64, 1, s, s]).to_device(device).to_kind(Kind::Float) / 255.0
 }
 
-/// NME of one validation set with the run-time crop for a typical detection.
-fn validate(net: &Net, cfg: &ModelConfig, set: &data::LoadedSet, head: usize, device: Device) -> Result<f64> {
+/// Each face of `set` through head `head`, cropped as `run` crops a typical
+/// detection of it: its NME and heatmap spread.
+fn predict(net: &Net, cfg: &ModelConfig, set: &data::LoadedSet, head: usize, device: Device) -> Result<Vec<(f64, f32)>> {
     let _guard = tch::no_grad_guard();
     let scheme = cfg.scheme;
-    let mut errors = Vec::new();
+    let mut out = Vec::new();
     let faces: Vec<(usize, Vec<Point>)> =
         set.annotations.iter().enumerate().map(|(i, a)| (i, scheme.from_68(&a.points))).collect();
     for chunk in faces.chunks(64) {
@@ -178,16 +178,24 @@ fn validate(net: &Net, cfg: &ModelConfig, set: &data::LoadedSet, head: usize, de
             crops.push(crop);
         }
         let x = batch_tensor(&pixels.iter().map(|p| p.as_slice()).collect::<Vec<_>>(), cfg.input_size, device);
-        let out = net.forward_heads(&x, false)?.select(1, head as i64).to_device(Device::Cpu).contiguous();
-        let values = Vec::<f32>::try_from(out.flatten(0, -1))?;
+        let (points, spread) = net.forward_scored(&x, false)?;
+        let points = points.select(1, head as i64).to_device(Device::Cpu).contiguous();
+        let values = Vec::<f32>::try_from(points.flatten(0, -1))?;
+        let spreads = Vec::<f32>::try_from(spread.select(1, head as i64).to_device(Device::Cpu).contiguous())?;
         let n = scheme.num_points();
         for (k, (_, truth)) in chunk.iter().enumerate() {
             let unit: Vec<Point> = values[k * 2 * n..(k + 1) * 2 * n].chunks(2).map(|v| Point::new(v[0], v[1])).collect();
             let pred = frame_points_from_unit(&unit, &crops[k], cfg.input_size);
-            errors.push(eval::nme(&pred, truth, scheme));
+            out.push((eval::nme(&pred, truth, scheme), spreads[k]));
         }
     }
-    Ok(errors.iter().sum::<f64>() / errors.len() as f64)
+    Ok(out)
+}
+
+/// NME of one validation set with the run-time crop for a typical detection.
+fn validate(net: &Net, cfg: &ModelConfig, set: &data::LoadedSet, head: usize, device: Device) -> Result<f64> {
+    let errors = predict(net, cfg, set, head, device)?;
+    Ok(errors.iter().map(|e| e.0).sum::<f64>() / errors.len() as f64)
 }
 
 pub fn train(opts: &TrainOptions) -> Result<()> {
@@ -275,11 +283,11 @@ pub fn train(opts: &TrainOptions) -> Result<()> {
                 input_size: scheme.input_size(),
                 channels: arch.channels,
                 extra_convs: arch.extra_convs,
-                hidden: arch.hidden,
-                head: arch.head,
+                heatmaps: arch.heatmaps,
                 default_convention: conventions.iter().position(|c| c == "helen68").unwrap_or(0),
                 conventions: conventions.clone(),
                 crop: m.prior,
+                max_spread: None,
                 trained: None,
             }
         }
