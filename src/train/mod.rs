@@ -161,12 +161,11 @@ fn batch_tensor(pixels: &[&[u8]], size: u32, device: Device) -> Tensor {
     Tensor::from_slice(&flat).view([pixels.len() as i64, 1, s, s]).to_device(device).to_kind(Kind::Float) / 255.0
 }
 
-/// Each face of `set` through head `head`, cropped as `run` crops a typical
-/// detection of it: its NME and heatmap spread.
-fn predict(net: &Net, cfg: &ModelConfig, set: &data::LoadedSet, head: usize, device: Device) -> Result<Vec<(f64, f32)>> {
+/// NME of one validation set with the run-time crop for a typical detection.
+fn validate(net: &Net, cfg: &ModelConfig, set: &data::LoadedSet, head: usize, device: Device) -> Result<f64> {
     let _guard = tch::no_grad_guard();
     let scheme = cfg.scheme;
-    let mut out = Vec::new();
+    let mut errors = Vec::new();
     let faces: Vec<(usize, Vec<Point>)> =
         set.annotations.iter().enumerate().map(|(i, a)| (i, scheme.from_68(&a.points))).collect();
     for chunk in faces.chunks(64) {
@@ -178,24 +177,16 @@ fn predict(net: &Net, cfg: &ModelConfig, set: &data::LoadedSet, head: usize, dev
             crops.push(crop);
         }
         let x = batch_tensor(&pixels.iter().map(|p| p.as_slice()).collect::<Vec<_>>(), cfg.input_size, device);
-        let (points, spread) = net.forward_scored(&x, false)?;
-        let points = points.select(1, head as i64).to_device(Device::Cpu).contiguous();
-        let values = Vec::<f32>::try_from(points.flatten(0, -1))?;
-        let spreads = Vec::<f32>::try_from(spread.select(1, head as i64).to_device(Device::Cpu).contiguous())?;
+        let out = net.forward_heads(&x, false)?.select(1, head as i64).to_device(Device::Cpu).contiguous();
+        let values = Vec::<f32>::try_from(out.flatten(0, -1))?;
         let n = scheme.num_points();
         for (k, (_, truth)) in chunk.iter().enumerate() {
             let unit: Vec<Point> = values[k * 2 * n..(k + 1) * 2 * n].chunks(2).map(|v| Point::new(v[0], v[1])).collect();
             let pred = frame_points_from_unit(&unit, &crops[k], cfg.input_size);
-            out.push((eval::nme(&pred, truth, scheme), spreads[k]));
+            errors.push(eval::nme(&pred, truth, scheme));
         }
     }
-    Ok(out)
-}
-
-/// NME of one validation set with the run-time crop for a typical detection.
-fn validate(net: &Net, cfg: &ModelConfig, set: &data::LoadedSet, head: usize, device: Device) -> Result<f64> {
-    let errors = predict(net, cfg, set, head, device)?;
-    Ok(errors.iter().map(|e| e.0).sum::<f64>() / errors.len() as f64)
+    Ok(errors.iter().sum::<f64>() / errors.len() as f64)
 }
 
 pub fn train(opts: &TrainOptions) -> Result<()> {
