@@ -67,6 +67,64 @@ pub fn architecture(scheme: Scheme) -> Architecture {
 
 pub const WEIGHT_DECAY: f64 = 1e-4;
 
+/// Decay of the moving average of the weights that validation and the shipped model
+/// use: a window of about 500 steps (5 epochs of the shipped data). Adam keeps
+/// stepping by about the learning rate whatever the gradient, so the plain weights
+/// wander: over the last 10 epochs of a 40-epoch 15-point run their ytf68
+/// validation NME ranged from 0.0437 to 0.0470, while that of the average stayed
+/// within 0.0447-0.0450 (and helen68 0.0433-0.0440 against 0.0432-0.0451).
+pub const EMA_DECAY: f64 = 0.998;
+
+/// An exponential moving average of every model variable (weights and batch-norm
+/// statistics), swapped into the model to validate and to save.
+struct WeightAverage {
+    vars: Vec<(String, Tensor, Tensor)>,
+}
+
+impl WeightAverage {
+    /// Starts from the model's current values, or from `saved` (`ema.NAME`) when given.
+    fn new(vs: &nn::VarStore, saved: Option<&HashMap<String, Tensor>>) -> WeightAverage {
+        let vars = vs
+            .variables()
+            .into_iter()
+            .map(|(name, var)| {
+                let start = saved.and_then(|s| s.get(&format!("ema.{name}"))).unwrap_or(&var);
+                let average = tch::no_grad(|| start.to_device(var.device()).to_kind(var.kind()).copy());
+                (name, var, average)
+            })
+            .collect();
+        WeightAverage { vars }
+    }
+
+    /// Folds the model's current values into the average (after an optimizer step).
+    /// The decay ramps up as `(1 + step) / (10 + step)` (TensorFlow's rule), so until
+    /// it reaches [`EMA_DECAY`] the average spans about the last ninth of the steps.
+    fn update(&mut self, step: i64) {
+        let decay = EMA_DECAY.min((1 + step) as f64 / (10 + step) as f64);
+        tch::no_grad(|| {
+            for (_, var, average) in &mut self.vars {
+                let _ = average.g_mul_scalar_(decay).g_add_(&(&*var * (1.0 - decay)));
+            }
+        });
+    }
+
+    /// Exchanges the model's values and the average (call again to undo).
+    fn swap(&mut self) {
+        tch::no_grad(|| {
+            for (_, var, average) in &mut self.vars {
+                let model = var.copy();
+                var.copy_(average);
+                average.copy_(&model);
+            }
+        });
+    }
+
+    /// The average as named tensors (`ema.NAME`) for a checkpoint.
+    fn state(&self) -> Vec<(String, Tensor)> {
+        self.vars.iter().map(|(name, _, average)| (format!("ema.{name}"), average.shallow_clone())).collect()
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct EpochRecord {
     pub epoch: usize,
@@ -93,11 +151,18 @@ pub fn checkpoint_path(out: &Path) -> PathBuf {
     out.with_extension("ckpt")
 }
 
-fn save_checkpoint(path: &Path, vs: &nn::VarStore, opt: &optim::AdamW, state: &CheckpointState) -> Result<()> {
+fn save_checkpoint(
+    path: &Path,
+    vs: &nn::VarStore,
+    opt: &optim::AdamW,
+    average: &WeightAverage,
+    state: &CheckpointState,
+) -> Result<()> {
     let json = serde_json::to_vec(state)?;
     let mut named: Vec<(String, Tensor)> =
         vs.variables().into_iter().map(|(n, t)| (format!("model.{n}"), t)).collect();
     named.extend(opt.state());
+    named.extend(average.state());
     named.push((STATE_TENSOR.to_string(), Tensor::from_slice(&json)));
     fsutil::with_atomic_path(path, |tmp| {
         Tensor::write_safetensors(&named, tmp).map_err(|e| anyhow::anyhow!("{e}"))
@@ -307,6 +372,7 @@ pub fn train(opts: &TrainOptions) -> Result<()> {
         history = state.history.clone();
     }
     vs.set_kind(Kind::Float);
+    let mut average = WeightAverage::new(&vs, resumed.as_ref().map(|(_, tensors)| tensors));
 
     let batches_per_epoch = faces.len() / opts.batch_size;
     let total_steps = (batches_per_epoch * opts.epochs) as i64;
@@ -344,6 +410,7 @@ pub fn train(opts: &TrainOptions) -> Result<()> {
             opt.zero_grad();
             loss.backward();
             opt.step(learning_rate(opts.learning_rate, opt.step, warmup, total_steps));
+            average.update(opt.step);
             let l = f64::try_from(&loss)?;
             if !l.is_finite() {
                 bail!("training diverged at epoch {} (loss {l})", epoch + 1);
@@ -355,10 +422,12 @@ pub fn train(opts: &TrainOptions) -> Result<()> {
         }
         bar.finish_and_clear();
         let mut val_nme = Vec::new();
+        average.swap();
         for set in &val_sets {
             let head = config.conventions.iter().position(|c| *c == set.name).unwrap_or(config.default_convention);
             val_nme.push((set.name.clone(), validate(&net, &config, set, head, opts.device)?));
         }
+        average.swap();
         let record = EpochRecord {
             epoch: epoch + 1,
             train_loss: loss_sum / loss_n.max(1) as f64,
@@ -383,7 +452,7 @@ pub fn train(opts: &TrainOptions) -> Result<()> {
             data: opts.data_dirs.iter().map(|d| d.display().to_string()).collect(),
             train_faces: faces.len(),
         };
-        save_checkpoint(&ckpt_path, &vs, &opt, &state)?;
+        save_checkpoint(&ckpt_path, &vs, &opt, &average, &state)?;
         plot::loss_curve(&opts.out.with_extension("loss.png"), &history)?;
     }
 
@@ -396,6 +465,8 @@ pub fn train(opts: &TrainOptions) -> Result<()> {
         train_secs: history.iter().map(|h| h.secs).sum(),
         final_val_nme: history.last().map(|h| h.val_nme.clone()).unwrap_or_default(),
     });
+    // The shipped weights are the moving average (the one validated above).
+    average.swap();
     save_weights(&vs, &opts.out)?;
     final_config.save(&config_path_for(&opts.out)).with_context(|| format!("{}: cannot write", config_path_for(&opts.out).display()))?;
     plot::loss_curve(&opts.out.with_extension("loss.png"), &history)?;
@@ -418,4 +489,45 @@ pub fn progress_bar(len: u64, prefix: &str) -> ProgressBar {
     );
     bar.set_prefix(prefix.to_string());
     bar
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn values(t: &Tensor) -> Vec<f32> {
+        Vec::<f32>::try_from(t.flatten(0, -1)).unwrap()
+    }
+
+    #[test]
+    fn the_weight_average_follows_the_weights_and_swaps_back() {
+        let vs = nn::VarStore::new(Device::Cpu);
+        let mut w = vs.root().zeros("w", &[2]);
+        let mut average = WeightAverage::new(&vs, None);
+        // The weight moves (1, 2, 3, ...): the average is the recursion, with the
+        // decay's ramp, started from the weight's value when the average was made (0).
+        let mut expected = 0.0f64;
+        for step in 1..=50i64 {
+            tch::no_grad(|| {
+                let _ = w.fill_(step as f64);
+            });
+            average.update(step);
+            let decay = EMA_DECAY.min((1 + step) as f64 / (10 + step) as f64);
+            expected = decay * expected + (1.0 - decay) * step as f64;
+        }
+        assert!(expected > 30.0 && expected < 49.0, "lags behind the weight: {expected}");
+        average.swap();
+        for v in values(&w) {
+            assert!((v as f64 - expected).abs() < 1e-3, "{v} vs {expected}");
+        }
+        average.swap();
+        assert_eq!(values(&w), [50.0, 50.0]);
+        // The checkpoint's copy restores the average.
+        let saved: HashMap<String, Tensor> = average.state().into_iter().collect();
+        let mut restored = WeightAverage::new(&vs, Some(&saved));
+        restored.swap();
+        for v in values(&w) {
+            assert!((v as f64 - expected).abs() < 1e-3);
+        }
+    }
 }
