@@ -20,6 +20,12 @@ fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
+/// Runs ffmpeg (quiet, overwriting) with `args`.
+fn ffmpeg(args: &[&str]) {
+    let out = Command::new("ffmpeg").args(["-v", "error", "-y"]).args(args).output().expect("ffmpeg runs");
+    assert!(out.status.success(), "ffmpeg {args:?}: {}", stderr(&out));
+}
+
 /// Frames of a video as ffprobe counts them by decoding.
 fn ffprobe_frames(path: &Path) -> u64 {
     let out = Command::new("ffprobe")
@@ -339,14 +345,7 @@ mod window {
         // A video long enough (10 loops of the clip) that the run cannot end by itself
         // before the close arrives.
         let long = dir.path().join("long.mp4");
-        let looped = Command::new("ffmpeg")
-            .args(["-v", "error", "-y", "-stream_loop", "9", "-i"])
-            .arg(data("hamilton_clip.mp4"))
-            .args(["-c", "copy"])
-            .arg(&long)
-            .status()
-            .unwrap();
-        assert!(looped.success());
+        ffmpeg(&["-stream_loop", "9", "-i", data("hamilton_clip.mp4").to_str().unwrap(), "-c", "copy", long.to_str().unwrap()]);
         let (video, keypoints) = (dir.path().join("o.mp4"), dir.path().join("k.jsonl"));
         let mut app = bin()
             .env("DISPLAY", &display)
@@ -467,7 +466,8 @@ mod bad_input {
     /// A camera whose device node exists but does not open (busy, no permission, or
     /// no driver behind it) gets its own message. Without a real camera, the test
     /// makes a V4L2 character device node (major 81) that no driver answers: opening
-    /// it fails as a camera held by another program fails. Needs root, as CI has.
+    /// it fails, down the same path as a camera held by another program. Needs root,
+    /// as CI has.
     #[test]
     fn a_camera_that_exists_but_does_not_open_is_reported_as_such() {
         let index = 58;
@@ -668,11 +668,6 @@ mod robustness {
     use super::*;
     use serde_json::Value;
     use std::time::Duration;
-
-    fn ffmpeg(args: &[&str]) {
-        let out = Command::new("ffmpeg").args(["-v", "error", "-y"]).args(args).output().expect("ffmpeg runs");
-        assert!(out.status.success(), "ffmpeg {args:?}: {}", stderr(&out));
-    }
 
     fn jsonl(path: &Path) -> Vec<Value> {
         std::fs::read_to_string(path).unwrap().lines().map(|l| serde_json::from_str(l).expect("complete JSON lines")).collect()

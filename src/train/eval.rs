@@ -18,6 +18,8 @@ use std::time::Instant;
 
 /// A face whose NME exceeds this counts as a failure.
 pub const FAILURE_NME: f64 = 0.10;
+/// How many of the worst faces the report names.
+pub const WORST_SHOWN: usize = 5;
 
 /// Normalised mean error of one face.
 pub fn nme(pred: &[Point], truth: &[Point], scheme: Scheme) -> f64 {
@@ -52,6 +54,8 @@ pub struct EvalReport {
     pub failure_rate: f64,
     pub nme_by_region: Vec<(String, f64)>,
     pub ms_per_face: f64,
+    /// The faces with the largest NME, worst first: image and NME.
+    pub worst: Vec<(String, f64)>,
     /// CNN passes per face (two with Haar boxes, as `run` gives a new detection).
     pub passes: u32,
     pub convention: String,
@@ -75,6 +79,7 @@ pub fn evaluate(model: &Keypointer, opts: &EvalOptions) -> Result<EvalReport> {
     };
     let bar = super::progress_bar(annotations.len() as u64, "evaluating");
     let mut errors = Vec::new();
+    let mut images = Vec::new();
     let mut region_sums = vec![(0.0f64, 0usize); Region::ALL.len()];
     let mut infer_secs = 0.0;
     for a in &annotations {
@@ -100,6 +105,7 @@ pub fn evaluate(model: &Keypointer, opts: &EvalOptions) -> Result<EvalReport> {
             continue;
         }
         errors.push(nme(&pred, &truth, scheme));
+        images.push(a.image.as_str());
         let (ea, eb) = scheme.outer_eye_corners();
         let iod = truth[ea].distance(truth[eb]) as f64;
         for (i, (p, t)) in pred.iter().zip(&truth).enumerate() {
@@ -115,6 +121,9 @@ pub fn evaluate(model: &Keypointer, opts: &EvalOptions) -> Result<EvalReport> {
     let mut sorted = errors.clone();
     sorted.sort_by(f64::total_cmp);
     let n = errors.len() as f64;
+    let mut worst: Vec<(String, f64)> = images.iter().map(|i| i.to_string()).zip(errors.iter().copied()).collect();
+    worst.sort_by(|a, b| b.1.total_cmp(&a.1));
+    worst.truncate(WORST_SHOWN);
     Ok(EvalReport {
         faces: annotations.len(),
         detected: errors.len(),
@@ -128,6 +137,7 @@ pub fn evaluate(model: &Keypointer, opts: &EvalOptions) -> Result<EvalReport> {
             .map(|(r, s)| (r.name().to_string(), s.0 / s.1 as f64))
             .collect(),
         ms_per_face: infer_secs * 1000.0 / n,
+        worst,
         passes: if opts.boxes == Boxes::Haar { 2 } else { 1 },
         convention: model.convention().to_string(),
         errors,
@@ -149,6 +159,8 @@ impl EvalReport {
         for (r, v) in &self.nme_by_region {
             println!("  {r:<10} {v:.4}");
         }
+        let worst: Vec<String> = self.worst.iter().map(|(image, e)| format!("{image} {e:.3}")).collect();
+        println!("worst faces  {}", worst.join(", "));
         println!("ms per face  {:.2} (crop + CNN at batch 1, {} pass(es))", self.ms_per_face, self.passes);
         println!("convention   {}", self.convention);
     }
