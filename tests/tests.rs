@@ -26,6 +26,11 @@ fn ffmpeg(args: &[&str]) {
     assert!(out.status.success(), "ffmpeg {args:?}: {}", stderr(&out));
 }
 
+/// The lines of a JSON Lines file, each parsed (a cut-off line fails the test).
+fn jsonl(path: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path).unwrap().lines().map(|l| serde_json::from_str(l).expect("complete JSON lines")).collect()
+}
+
 /// Frames of a video as ffprobe counts them by decoding.
 fn ffprobe_frames(path: &Path) -> u64 {
     let out = Command::new("ffprobe")
@@ -379,8 +384,7 @@ mod window {
         let _ = xvfb.wait();
         let log = stderr(&out);
         assert_eq!(out.status.code(), Some(0), "exit 0 on window close: {log}");
-        let text = std::fs::read_to_string(&keypoints).unwrap();
-        let rows = text.lines().map(|l| serde_json::from_str::<serde_json::Value>(l).expect("complete JSON lines")).count() as u64;
+        let rows = jsonl(&keypoints).len() as u64;
         assert!(rows > 0 && rows < 10 * 275, "stopped mid-video after {rows} frames: {log}");
         assert_eq!(ffprobe_frames(&video), rows, "the video has every processed frame");
     }
@@ -671,10 +675,6 @@ mod robustness {
     use super::*;
     use serde_json::Value;
     use std::time::Duration;
-
-    fn jsonl(path: &Path) -> Vec<Value> {
-        std::fs::read_to_string(path).unwrap().lines().map(|l| serde_json::from_str(l).expect("complete JSON lines")).collect()
-    }
 
     fn run_ok(args: &[&str]) -> String {
         let out = bin().args(args).output().unwrap();
