@@ -9,6 +9,8 @@ use facekp::model::Keypointer;
 use std::path::Path;
 
 fn infer(c: &mut Criterion) {
+    // As `facekp` does at start-up, before libtorch starts its threads.
+    facekp::model::flush_denormals();
     let _guard = tch::no_grad_guard();
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let gray = imageops::read_gray(&root.join("tests/data/einstein.jpg")).unwrap().unwrap();

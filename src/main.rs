@@ -510,6 +510,7 @@ fn run(cli: Cli) -> Result<u8> {
 }
 
 fn main() {
+    facekp::model::flush_denormals();
     let cli = Cli::parse();
     // OpenCV's own warnings (e.g. a camera index that does not open) would repeat
     // what our one-line errors say; failures still come back as errors.

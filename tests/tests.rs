@@ -215,7 +215,9 @@ mod accuracy {
             let crop = cfg.crop.crop_for_detection(&cfg.crop.detection_for_points(&truth));
             let pixels = imageops::extract_crop(&gray, &crop, cfg.input_size).unwrap();
             let unit = model.infer(&[pixels]).unwrap().remove(0);
-            let pred = frame_points_from_unit(&unit, &crop, cfg.input_size);
+            // Image positions, plus the iBUG labels' origin (the default head's).
+            let o = model.label_origin();
+            let pred: Vec<_> = frame_points_from_unit(&unit, &crop, cfg.input_size).into_iter().map(|p| p + o).collect();
             let err = nme(&pred, &truth, scheme);
             eprintln!("{file}: NME {err:.4} on einstein");
             assert!(err < 0.10, "{file}: NME {err:.4} on einstein");
@@ -223,14 +225,18 @@ mod accuracy {
     }
 
     /// `facekp eval` on the val splits of ../shared/datasets with Haar boxes (as `run`
-    /// finds faces): the shipped models are more accurate than dlib's 68-point
-    /// predictor measured the same way (ytf68: 0.068 for 68 points, 0.061 for the 15
-    /// derived points; on helen68, part of dlib's training data, dlib's 0.029 is a
-    /// ceiling, and the bound is the 68-point target's 0.045 plus a margin), the
-    /// detector finds at least 90% of the faces, and under 3% of them fail (NME > 0.1).
+    /// finds faces): the shipped models reach the project's targets on ytf68, NME at
+    /// most 0.045 (68 points) and 0.040 (15 points), far below dlib's 68-point
+    /// predictor measured the same way (0.068, and 0.061 for the 15 derived points).
+    /// On helen68 the 68-point target, 0.040, is not reached (0.0428 measured when
+    /// the weights were trained): the bound there is 0.045, to catch a regression.
+    /// The detector finds at least 90% of the faces and under 3% of them fail (NME >
+    /// 0.1). No shift of every point remains: the mean signed error is within 0.005
+    /// of the inter-ocular distance in x and y (the models trained without a label
+    /// origin were at -0.025 in x on ytf68).
     #[test]
-    fn shipped_models_beat_dlib_on_the_val_splits() {
-        for (points, set, max_nme) in [("68", "ytf68", 0.068), ("68", "helen68", 0.050), ("15", "ytf68", 0.061)] {
+    fn shipped_models_beat_dlib_and_reach_the_ytf68_targets_on_the_val_splits() {
+        for (points, set, max_nme) in [("68", "ytf68", 0.045), ("68", "helen68", 0.045), ("15", "ytf68", 0.040)] {
             let csv = shared(&format!("datasets/{set}/val.csv"));
             let out = bin().args(["eval", "--points", points, "--json", "--csv"]).arg(&csv).output().unwrap();
             assert!(out.status.success(), "eval {points} {set}: {}", stderr(&out));
@@ -238,10 +244,12 @@ mod accuracy {
             let report: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
             let (faces, detected) = (report["faces"].as_f64().unwrap(), report["detected"].as_f64().unwrap());
             let (nme, failures) = (report["nme"].as_f64().unwrap(), report["failure_rate"].as_f64().unwrap());
-            eprintln!("{points}-point on {set}: NME {nme:.4}, {detected} of {faces} detected, failure rate {failures:.4}");
-            assert!(nme < max_nme, "{points}-point on {set}: NME {nme:.4}, bound {max_nme}");
+            let bias = [report["bias"][0].as_f64().unwrap(), report["bias"][1].as_f64().unwrap()];
+            eprintln!("{points}-point on {set}: NME {nme:.4}, {detected} of {faces} detected, failure rate {failures:.4}, bias {bias:?}");
+            assert!(nme <= max_nme, "{points}-point on {set}: NME {nme:.4}, target {max_nme}");
             assert!(detected >= 0.9 * faces, "{points}-point on {set}: {detected} of {faces} detected");
             assert!(failures < 0.03, "{points}-point on {set}: failure rate {failures:.4}");
+            assert!(bias.iter().all(|b| b.abs() < 0.005), "{points}-point on {set}: every point shifted by {bias:?}");
         }
     }
 
@@ -823,6 +831,32 @@ mod robustness {
         let ts: Vec<f64> = rows.iter().map(|r| r["timestamp_ms"].as_f64().unwrap()).collect();
         assert!(ts.windows(2).all(|w| w[1] > w[0]), "timestamps increase: {ts:?}");
         assert!((ts[39] - ts[0]) > 39.0 * 40.0, "gaps kept: {ts:?}");
+    }
+
+    /// A raw H.264 stream carries no timestamps (ffprobe: `N/A` for every frame):
+    /// every frame is processed and gets a timestamp from its number and the
+    /// stream's frame rate, evenly spaced and increasing.
+    #[test]
+    fn a_stream_without_timestamps_gets_them_from_the_frame_rate() {
+        let dir = tempfile::tempdir().unwrap();
+        let raw = dir.path().join("raw.h264");
+        ffmpeg(&["-i", data("hamilton_clip.mp4").to_str().unwrap(), "-frames:v", "30", "-c:v", "libx264", "-f", "h264", raw.to_str().unwrap()]);
+        let probe = Command::new("ffprobe")
+            .args(["-v", "error", "-show_entries", "frame=pts_time", "-of", "csv=p=0"])
+            .arg(&raw)
+            .output()
+            .unwrap();
+        let pts = String::from_utf8_lossy(&probe.stdout).to_string();
+        assert!(pts.lines().count() == 30 && pts.lines().all(|l| l.trim().trim_end_matches(',') == "N/A"), "the stream has no timestamps: {pts}");
+        let keypoints = dir.path().join("k.jsonl");
+        run_ok(&["run", "--headless", "--video", raw.to_str().unwrap(), "--keypoints", keypoints.to_str().unwrap()]);
+        let rows = jsonl(&keypoints);
+        assert_eq!(rows.len(), 30);
+        let ts: Vec<f64> = rows.iter().map(|r| r["timestamp_ms"].as_f64().unwrap()).collect();
+        let step = ts[1] - ts[0];
+        assert!(step > 10.0 && step < 100.0, "a frame interval of a plausible frame rate: {ts:?}");
+        assert!(ts.windows(2).all(|w| ((w[1] - w[0]) - step).abs() < 0.5), "evenly spaced: {ts:?}");
+        assert!(rows.iter().filter(|r| !r["faces"].as_array().unwrap().is_empty()).count() >= 25, "faces found in the stream");
     }
 
     /// Stops a run with `signal` once it has written some frames, then checks the

@@ -23,6 +23,9 @@ pub const BLUR_PROB: f64 = 0.25;
 pub struct CropSample {
     pub pixels: Vec<u8>,
     pub targets: Vec<Point>,
+    /// The linear part of the frame-to-unit map, row-major `[a, b, c, d]`: how a
+    /// displacement in frame pixels (a label origin) moves in this crop's unit space.
+    pub frame_to_unit: [f32; 4],
 }
 
 /// The crop `run` would take for these points on a typical detection (validation).
@@ -37,7 +40,9 @@ pub fn make_crop(gray: &Mat, crop: &CropSquare, points: &[Point], scheme: Scheme
     if crop.mirror {
         targets = scheme.mirror_labels(&targets);
     }
-    Ok(CropSample { pixels, targets })
+    let m = crop.crop_from_frame(size);
+    let unit = size as f32;
+    Ok(CropSample { pixels, targets, frame_to_unit: [m.a / unit, m.b / unit, m.c / unit, m.d / unit] })
 }
 
 /// A randomly augmented crop of one face.
@@ -65,4 +70,46 @@ pub fn random_crop<R: Rng>(
         sample.pixels = dst.data_bytes()?.to_vec();
     }
     Ok(sample)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use opencv::core::{Scalar, CV_8UC1};
+
+    /// A crop of a frame with one bright pixel, for `points` labelled `origin` px away
+    /// from that pixel: the target minus the origin carried into the crop
+    /// (`frame_to_unit`) is where the bright pixel is in the crop, mirrored,
+    /// rotated or not. This is what lets training learn a data set's label origin
+    /// instead of averaging it away over mirrored crops.
+    #[test]
+    fn targets_minus_the_carried_origin_land_on_the_image_content() {
+        let mut frame = Mat::new_rows_cols_with_default(120, 160, CV_8UC1, Scalar::all(0.0)).unwrap();
+        let dot = Point::new(70.0, 52.0);
+        *frame.at_2d_mut::<u8>(dot.y as i32, dot.x as i32).unwrap() = 255;
+        let origin = Point::new(1.0, 1.0);
+        // 15 points (one scheme), all on the dot's label.
+        let labels = vec![Point::new(dot.x + origin.x, dot.y + origin.y); 15];
+        let size = Scheme::P15.input_size();
+        for (angle, mirror) in [(0.0f32, false), (0.0, true), (0.3, false), (-0.2, true)] {
+            // One crop pixel per frame pixel, so the dot stays one bright pixel.
+            let crop = CropSquare { center: Point::new(66.0, 50.0), side: size as f32, angle_rad: angle, mirror };
+            let sample = make_crop(&frame, &crop, &labels, Scheme::P15).unwrap();
+            let brightest = (0..sample.pixels.len()).max_by_key(|&i| sample.pixels[i]).unwrap();
+            let seen = Point::new((brightest % size as usize) as f32 / size as f32, (brightest / size as usize) as f32 / size as f32);
+            let [a, b, c, d] = sample.frame_to_unit;
+            let carried = Point::new(a * origin.x + b * origin.y, c * origin.x + d * origin.y);
+            let t = sample.targets[0];
+            let content = Point::new(t.x - carried.x, t.y - carried.y);
+            // Within one crop pixel (the rotated dot lands between pixels).
+            assert!(content.distance(seen) * size as f32 <= 1.0, "angle {angle} mirror {mirror}: {content:?} vs {seen:?}");
+            // The raw target sits 1 px right of the content in a plain crop and 1 px
+            // left of it in a mirrored one: a head trained without the origin learns
+            // the mean of the two, 0, and misses the labels by 1 px.
+            if angle == 0.0 {
+                let expected = if mirror { -1.0 } else { 1.0 };
+                assert!(((t.x - seen.x) * size as f32 - expected).abs() < 0.5, "mirror {mirror}: {t:?} vs {seen:?}");
+            }
+        }
+    }
 }

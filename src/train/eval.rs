@@ -53,6 +53,9 @@ pub struct EvalReport {
     pub median_nme: f64,
     pub failure_rate: f64,
     pub nme_by_region: Vec<(String, f64)>,
+    /// Mean signed error (x, y) over the inter-ocular distance: a systematic shift
+    /// of every point, such as a label convention the model misses.
+    pub bias: (f64, f64),
     pub ms_per_face: f64,
     /// The faces with the largest NME, worst first: image and NME.
     pub worst: Vec<(String, f64)>,
@@ -81,6 +84,7 @@ pub fn evaluate(model: &Keypointer, opts: &EvalOptions) -> Result<EvalReport> {
     let mut errors = Vec::new();
     let mut images = Vec::new();
     let mut region_sums = vec![(0.0f64, 0usize); Region::ALL.len()];
+    let mut bias = (0.0f64, 0.0f64);
     let mut infer_secs = 0.0;
     for a in &annotations {
         bar.inc(1);
@@ -104,6 +108,9 @@ pub fn evaluate(model: &Keypointer, opts: &EvalOptions) -> Result<EvalReport> {
         if opts.boxes == Boxes::Haar && !face::confident(model, spread) {
             continue;
         }
+        // Found points are image positions; the labels carry their set's origin.
+        let origin = model.label_origin();
+        let pred: Vec<Point> = pred.iter().map(|&p| p + origin).collect();
         errors.push(nme(&pred, &truth, scheme));
         images.push(a.image.as_str());
         let (ea, eb) = scheme.outer_eye_corners();
@@ -112,6 +119,8 @@ pub fn evaluate(model: &Keypointer, opts: &EvalOptions) -> Result<EvalReport> {
             let r = Region::ALL.iter().position(|&r| r == scheme.region(i)).unwrap_or(0);
             region_sums[r].0 += p.distance(*t) as f64 / iod;
             region_sums[r].1 += 1;
+            bias.0 += (p.x - t.x) as f64 / iod / truth.len() as f64;
+            bias.1 += (p.y - t.y) as f64 / iod / truth.len() as f64;
         }
     }
     bar.finish_and_clear();
@@ -136,6 +145,7 @@ pub fn evaluate(model: &Keypointer, opts: &EvalOptions) -> Result<EvalReport> {
             .filter(|(_, s)| s.1 > 0)
             .map(|(r, s)| (r.name().to_string(), s.0 / s.1 as f64))
             .collect(),
+        bias: (bias.0 / n, bias.1 / n),
         ms_per_face: infer_secs * 1000.0 / n,
         worst,
         passes: if opts.boxes == Boxes::Haar { 2 } else { 1 },
@@ -159,6 +169,7 @@ impl EvalReport {
         for (r, v) in &self.nme_by_region {
             println!("  {r:<10} {v:.4}");
         }
+        println!("bias x, y    {:+.4} {:+.4} (mean signed error)", self.bias.0, self.bias.1);
         let worst: Vec<String> = self.worst.iter().map(|(image, e)| format!("{image} {e:.3}")).collect();
         println!("worst faces  {}", worst.join(", "));
         println!("ms per face  {:.2} (crop + CNN at batch 1, {} pass(es))", self.ms_per_face, self.passes);

@@ -233,6 +233,9 @@ fn validate(net: &Net, cfg: &ModelConfig, set: &data::LoadedSet, head: usize, de
     let mut errors = Vec::new();
     let faces: Vec<(usize, Vec<Point>)> =
         set.annotations.iter().enumerate().map(|(i, a)| (i, scheme.from_68(&a.points))).collect();
+    // Found points are image positions; the labels carry their set's origin.
+    let o = Vec::<f32>::try_from(net.label_origins().select(0, head as i64).to_device(Device::Cpu))?;
+    let origin = Point::new(o[0], o[1]);
     for chunk in faces.chunks(64) {
         let mut crops = Vec::new();
         let mut pixels = Vec::new();
@@ -247,7 +250,7 @@ fn validate(net: &Net, cfg: &ModelConfig, set: &data::LoadedSet, head: usize, de
         let n = scheme.num_points();
         for (k, (_, truth)) in chunk.iter().enumerate() {
             let unit: Vec<Point> = values[k * 2 * n..(k + 1) * 2 * n].chunks(2).map(|v| Point::new(v[0], v[1])).collect();
-            let pred = frame_points_from_unit(&unit, &crops[k], cfg.input_size);
+            let pred: Vec<Point> = frame_points_from_unit(&unit, &crops[k], cfg.input_size).into_iter().map(|p| p + origin).collect();
             errors.push(eval::nme(&pred, truth, scheme));
         }
     }
@@ -390,12 +393,14 @@ pub fn train(opts: &TrainOptions) -> Result<()> {
             let mut pixels = Vec::with_capacity(batch.len());
             let mut targets = Vec::with_capacity(batch.len() * n_out as usize);
             let mut sets = Vec::with_capacity(batch.len());
+            let mut frame_to_unit = Vec::with_capacity(batch.len() * 4);
             for &i in batch {
                 let f = &faces[i];
                 let s = augment::random_crop(&mut rng, f.gray, &f.points, &config.crop, scheme)?;
                 targets.extend(s.targets.iter().flat_map(|p| [p.x, p.y]));
                 pixels.push(s.pixels);
                 sets.push(f.set as i64);
+                frame_to_unit.extend(s.frame_to_unit);
             }
             let x = photometric(&batch_tensor(
                 &pixels.iter().map(|p| p.as_slice()).collect::<Vec<_>>(),
@@ -404,8 +409,15 @@ pub fn train(opts: &TrainOptions) -> Result<()> {
             ));
             let b = batch.len() as i64;
             let y = Tensor::from_slice(&targets).view([b, n_out]).to_device(opts.device);
-            let index = Tensor::from_slice(&sets).to_device(opts.device).view([b, 1, 1]).expand([b, 1, n_out], false);
+            let sets = Tensor::from_slice(&sets).to_device(opts.device);
+            let index = sets.view([b, 1, 1]).expand([b, 1, n_out], false);
             let pred = net.forward_heads(&x, true)?.gather(1, &index, false).squeeze_dim(1);
+            // Labels = image positions + the set's label origin, carried into each
+            // crop's unit space (mirrored and rotated with it).
+            let origin = net.label_origins().index_select(0, &sets).unsqueeze(-1);
+            let to_unit = Tensor::from_slice(&frame_to_unit).view([b, 2, 2]).to_device(opts.device);
+            let offset = to_unit.matmul(&origin).view([b, 1, 2]);
+            let pred = (pred.view([b, n_out / 2, 2]) + offset).view([b, n_out]);
             let loss = (pred - y).abs().mean(Kind::Float);
             opt.zero_grad();
             loss.backward();
