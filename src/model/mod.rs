@@ -68,8 +68,9 @@ pub fn resolve_device(name: &str) -> Result<Device, ModelError> {
 /// PyTorch's `set_flush_denormal(True)` does. Call it first thing in `main`, before
 /// libtorch starts its thread pool. Denormals (below 1.2e-38) arise in the
 /// convolutions' small products and are handled by a slow microcode path on x86:
-/// with them flushed, the 68-point network at batch 1 ran in 5.9 instead of 7.6 ms
-/// (median of 7 x 100 runs, AVX2 machine). No-op on other architectures.
+/// with them flushed, the 68-point network with random weights ran at batch 1 in
+/// 5.9 instead of 7.6 ms (median of 7 x 100 runs, AVX2 machine). No-op on other
+/// architectures.
 pub fn flush_denormals() {
     #[cfg(target_arch = "x86_64")]
     // SAFETY: reads and writes this thread's MXCSR register only; setting FTZ (bit
