@@ -216,6 +216,10 @@ enum Command {
         /// Data set folders, comma separated
         #[arg(long, value_delimiter = ',', required = true)]
         data: Vec<PathBuf>,
+        /// Times each --data folder's faces enter every epoch, comma separated, one
+        /// per folder (default: 1 each)
+        #[arg(long, value_delimiter = ',', value_parser = clap::value_parser!(u32).range(1..=100))]
+        repeat: Vec<u32>,
         /// Weights file to write (NAME.safetensors; NAME.json and NAME.loss.png beside it)
         #[arg(long)]
         out: PathBuf,
@@ -464,11 +468,12 @@ fn run(cli: Cli) -> Result<u8> {
             }
             Ok(0)
         }
-        Command::Train { points, data, out, epochs, resume, seed, device, batch_size, lr, cascade } => {
+        Command::Train { points, data, repeat, out, epochs, resume, seed, device, batch_size, lr, cascade } => {
             let device = model::resolve_device(&device)?;
             eprintln!("device: {}", model::device_name(device));
             train::train(&train::TrainOptions {
                 scheme: points,
+                repeat: if repeat.is_empty() { vec![1; data.len()] } else { repeat.into_iter().map(|r| r as usize).collect() },
                 data_dirs: data,
                 out,
                 epochs: epochs as usize,

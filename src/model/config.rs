@@ -52,6 +52,9 @@ pub struct TrainInfo {
     pub data: Vec<String>,
     pub epochs: usize,
     pub train_faces: usize,
+    /// Times each data set's faces entered an epoch (absent: once each).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub repeat: Vec<usize>,
     pub seed: u64,
     pub train_secs: f64,
     pub final_val_nme: Vec<(String, f64)>,

@@ -27,6 +27,8 @@ use tch::{nn, Device, Kind, Tensor};
 pub struct TrainOptions {
     pub scheme: Scheme,
     pub data_dirs: Vec<PathBuf>,
+    /// How many times each data folder's faces enter every epoch (one per folder).
+    pub repeat: Vec<usize>,
     pub out: PathBuf,
     pub epochs: usize,
     pub resume: bool,
@@ -143,6 +145,9 @@ struct CheckpointState {
     history: Vec<EpochRecord>,
     data: Vec<String>,
     train_faces: usize,
+    /// Per data folder (absent in checkpoints from before `--repeat`: once each).
+    #[serde(default)]
+    repeat: Vec<usize>,
 }
 
 const STATE_TENSOR: &str = "checkpoint_state_json";
@@ -269,6 +274,13 @@ pub fn train(opts: &TrainOptions) -> Result<()> {
         bail!("--out {}: the weights file must end in .safetensors", opts.out.display());
     }
 
+    if opts.repeat.len() != opts.data_dirs.len() {
+        bail!(
+            "--repeat: {} value(s) for {} --data folder(s); give one per folder",
+            opts.repeat.len(),
+            opts.data_dirs.len()
+        );
+    }
     // Data: every DIR's train.csv (and val.csv when present).
     let mut train_sets = Vec::new();
     let mut val_sets = Vec::new();
@@ -310,6 +322,10 @@ pub fn train(opts: &TrainOptions) -> Result<()> {
         let (state, tensors) = load_checkpoint(&ckpt_path)?;
         if state.config.scheme != scheme {
             bail!("checkpoint {}: it is for the {}-point model", ckpt_path.display(), state.config.scheme.num_points());
+        }
+        let saved_repeat = if state.repeat.is_empty() { vec![1; opts.repeat.len()] } else { state.repeat.clone() };
+        if saved_repeat != opts.repeat {
+            bail!("checkpoint {}: trained with --repeat {:?}, now given {:?}", ckpt_path.display(), saved_repeat, opts.repeat);
         }
         eprintln!("resuming {} after epoch {}", ckpt_path.display(), state.history.len());
         Some((state, tensors))
@@ -377,7 +393,19 @@ pub fn train(opts: &TrainOptions) -> Result<()> {
     vs.set_kind(Kind::Float);
     let mut average = WeightAverage::new(&vs, resumed.as_ref().map(|(_, tensors)| tensors));
 
-    let batches_per_epoch = faces.len() / opts.batch_size;
+    // An epoch: every face of folder k, repeat[k] times (each time its own random crop).
+    let pool: Vec<usize> =
+        faces.iter().enumerate().flat_map(|(i, f)| std::iter::repeat(i).take(opts.repeat[f.set])).collect();
+    if pool.len() < opts.batch_size {
+        bail!("--batch-size {}: larger than the {} training crops of an epoch", opts.batch_size, pool.len());
+    }
+    let batches_per_epoch = pool.len() / opts.batch_size;
+    eprintln!(
+        "an epoch: {} crops ({}), {batches_per_epoch} batches of {}",
+        pool.len(),
+        train_sets.iter().zip(&opts.repeat).map(|(s, r)| format!("{} x{r}", s.name)).collect::<Vec<_>>().join(", "),
+        opts.batch_size
+    );
     let total_steps = (batches_per_epoch * opts.epochs) as i64;
     let warmup = batches_per_epoch as i64;
     let n_out = 2 * scheme.num_points() as i64;
@@ -385,7 +413,7 @@ pub fn train(opts: &TrainOptions) -> Result<()> {
         let epoch_start = Instant::now();
         let mut rng = StdRng::seed_from_u64(opts.seed.wrapping_mul(1_000_003).wrapping_add(epoch as u64));
         tch::manual_seed((opts.seed as i64).wrapping_add(epoch as i64));
-        let mut order: Vec<usize> = (0..faces.len()).collect();
+        let mut order = pool.clone();
         order.shuffle(&mut rng);
         let bar = progress_bar(batches_per_epoch as u64, &format!("epoch {}/{}", epoch + 1, opts.epochs));
         let (mut loss_sum, mut loss_n) = (0.0, 0usize);
@@ -463,6 +491,7 @@ pub fn train(opts: &TrainOptions) -> Result<()> {
             history: history.clone(),
             data: opts.data_dirs.iter().map(|d| d.display().to_string()).collect(),
             train_faces: faces.len(),
+            repeat: opts.repeat.clone(),
         };
         save_checkpoint(&ckpt_path, &vs, &opt, &average, &state)?;
         plot::loss_curve(&opts.out.with_extension("loss.png"), &history)?;
@@ -473,6 +502,7 @@ pub fn train(opts: &TrainOptions) -> Result<()> {
         data: opts.data_dirs.iter().map(|d| data::set_name(d)).collect(),
         epochs: opts.epochs,
         train_faces: faces.len(),
+        repeat: opts.repeat.clone(),
         seed: opts.seed,
         train_secs: history.iter().map(|h| h.secs).sum(),
         final_val_nme: history.last().map(|h| h.val_nme.clone()).unwrap_or_default(),
