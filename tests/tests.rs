@@ -189,7 +189,7 @@ mod run {
 mod accuracy {
     use super::*;
     use facekp::detect::{DetectorConfig, HaarDetector, DEFAULT_CASCADE};
-    use facekp::geometry::frame_points_from_unit;
+    use facekp::geometry::{frame_points_from_unit, Rect};
     use facekp::imageops;
     use facekp::landmarks::Scheme;
     use facekp::model::Keypointer;
@@ -221,6 +221,27 @@ mod accuracy {
             let err = nme(&pred, &truth, scheme);
             eprintln!("{file}: NME {err:.4} on einstein");
             assert!(err < 0.10, "{file}: NME {err:.4} on einstein");
+        }
+    }
+
+    /// A face gets the same points alone and in a batch: at batch 1 the 68-point
+    /// network runs some convs through oneDNN instead of libtorch's im2col path
+    /// (`ConvBn::prefers_onednn`), in a batch libtorch chooses; the two agree to
+    /// float rounding.
+    #[test]
+    fn a_face_alone_and_in_a_batch_gets_the_same_points() {
+        let gray = imageops::read_gray(&data("einstein.jpg")).unwrap().unwrap();
+        let truth68 = read_pts(&data("einstein.pts")).unwrap();
+        for (file, scheme) in [("face68.safetensors", Scheme::P68), ("face15.safetensors", Scheme::P15)] {
+            let model = Keypointer::load(&weights(file), tch::Device::Cpu, None).unwrap();
+            let cfg = model.config();
+            let crop = cfg.crop.crop_for_detection(&cfg.crop.detection_for_points(&scheme.from_68(&truth68)));
+            let face = imageops::extract_crop(&gray, &crop, cfg.input_size).unwrap();
+            let other = imageops::extract_crop(&gray, &cfg.crop.crop_for_detection(&Rect::new(300.0, 450.0, 60.0, 60.0)), cfg.input_size).unwrap();
+            let alone = model.infer(&[face.clone()]).unwrap().remove(0);
+            let batch = model.infer(&[other, face]).unwrap().remove(1);
+            let diff = alone.iter().zip(&batch).map(|(a, b)| (a.x - b.x).abs().max((a.y - b.y).abs())).fold(0f32, f32::max);
+            assert!(diff < 1e-5, "{file}: points differ by {diff} (unit crop space) alone and in a batch");
         }
     }
 
