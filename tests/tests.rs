@@ -189,7 +189,7 @@ mod run {
 mod accuracy {
     use super::*;
     use facekp::detect::{DetectorConfig, HaarDetector, DEFAULT_CASCADE};
-    use facekp::geometry::{frame_points_from_unit, Rect};
+    use facekp::geometry::{frame_points_from_unit, CropSquare, Point, Rect};
     use facekp::imageops;
     use facekp::landmarks::Scheme;
     use facekp::model::Keypointer;
@@ -201,11 +201,10 @@ mod accuracy {
         Path::new(env!("CARGO_MANIFEST_DIR")).join("weights").join(name)
     }
 
-    /// The shipped models on a human-annotated iBUG sample photo (einstein: the
-    /// Haar cascade misses his tilted face, so the crop is placed from the true
-    /// points as `eval --boxes truth` does): NME within bounds.
-    #[test]
-    fn shipped_models_locate_einstein_keypoints() {
+    /// Calls `test` for each shipped model with the einstein photo, its true points
+    /// in the model's scheme, and the face's crop placed from them as `eval
+    /// --boxes truth` does (the Haar cascade misses his tilted face).
+    fn on_einstein(mut test: impl FnMut(&str, Scheme, &Keypointer, &opencv::core::Mat, &[Point], &CropSquare, Vec<u8>)) {
         let gray = imageops::read_gray(&data("einstein.jpg")).unwrap().unwrap();
         let truth68 = read_pts(&data("einstein.pts")).unwrap();
         for (file, scheme) in [("face68.safetensors", Scheme::P68), ("face15.safetensors", Scheme::P15)] {
@@ -214,14 +213,23 @@ mod accuracy {
             let truth = scheme.from_68(&truth68);
             let crop = cfg.crop.crop_for_detection(&cfg.crop.detection_for_points(&truth));
             let pixels = imageops::extract_crop(&gray, &crop, cfg.input_size).unwrap();
+            test(file, scheme, &model, &gray, &truth, &crop, pixels);
+        }
+    }
+
+    /// The shipped models on a human-annotated iBUG sample photo: NME within bounds.
+    #[test]
+    fn shipped_models_locate_einstein_keypoints() {
+        on_einstein(|file, scheme, model, _, truth, crop, pixels| {
             let unit = model.infer(&[pixels]).unwrap().remove(0);
             // Image positions, plus the iBUG labels' origin (the default head's).
             let o = model.label_origin();
-            let pred: Vec<_> = frame_points_from_unit(&unit, &crop, cfg.input_size).into_iter().map(|p| p + o).collect();
-            let err = nme(&pred, &truth, scheme);
+            let size = model.config().input_size;
+            let pred: Vec<_> = frame_points_from_unit(&unit, crop, size).into_iter().map(|p| p + o).collect();
+            let err = nme(&pred, truth, scheme);
             eprintln!("{file}: NME {err:.4} on einstein");
             assert!(err < 0.10, "{file}: NME {err:.4} on einstein");
-        }
+        });
     }
 
     /// A face gets the same points alone and in a batch: at batch 1 the 68-point
@@ -230,19 +238,15 @@ mod accuracy {
     /// float rounding.
     #[test]
     fn a_face_alone_and_in_a_batch_gets_the_same_points() {
-        let gray = imageops::read_gray(&data("einstein.jpg")).unwrap().unwrap();
-        let truth68 = read_pts(&data("einstein.pts")).unwrap();
-        for (file, scheme) in [("face68.safetensors", Scheme::P68), ("face15.safetensors", Scheme::P15)] {
-            let model = Keypointer::load(&weights(file), tch::Device::Cpu, None).unwrap();
+        on_einstein(|file, _, model, gray, _, _, face| {
             let cfg = model.config();
-            let crop = cfg.crop.crop_for_detection(&cfg.crop.detection_for_points(&scheme.from_68(&truth68)));
-            let face = imageops::extract_crop(&gray, &crop, cfg.input_size).unwrap();
-            let other = imageops::extract_crop(&gray, &cfg.crop.crop_for_detection(&Rect::new(300.0, 450.0, 60.0, 60.0)), cfg.input_size).unwrap();
+            let seated = cfg.crop.crop_for_detection(&Rect::new(300.0, 450.0, 60.0, 60.0));
+            let other = imageops::extract_crop(gray, &seated, cfg.input_size).unwrap();
             let alone = model.infer(&[face.clone()]).unwrap().remove(0);
             let batch = model.infer(&[other, face]).unwrap().remove(1);
             let diff = alone.iter().zip(&batch).map(|(a, b)| (a.x - b.x).abs().max((a.y - b.y).abs())).fold(0f32, f32::max);
             assert!(diff < 1e-5, "{file}: points differ by {diff} (unit crop space) alone and in a batch");
-        }
+        });
     }
 
     /// `facekp eval` on the val splits of ../shared/datasets with Haar boxes (as `run`
