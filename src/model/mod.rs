@@ -111,8 +111,10 @@ impl ConvBn {
     /// 364 us). In-process paired rounds of the whole 68-point network (30 inferences
     /// each, alternating): oneDNN faster in 26, 36 and 37 of 40 rounds, median 3.61
     /// -> 3.50, 5.01 -> 4.10 and 3.38 -> 3.12 ms. On smaller inputs (the 15-point
-    /// network's 6x6x64) the im2col path wins, 9-11 of 40, so they keep it; so does
-    /// every conv with fewer than 64 input channels (measured no gain) and training.
+    /// network's 6x6x64) the im2col path wins, 9-11 of 40, so they keep it. So do
+    /// convs on fewer than 64 channels, where it was mixed (with the 15-point
+    /// network's 32- and 48-channel convs on oneDNN: faster in 27 and in 11 of 40
+    /// rounds, two runs), and training.
     fn prefers_onednn(&self, x: &Tensor) -> bool {
         let size = x.size();
         let numel = x.numel();

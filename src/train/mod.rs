@@ -312,6 +312,20 @@ pub fn train(opts: &TrainOptions) -> Result<()> {
         train_sets.iter().map(|s| format!("{} {}", s.name, s.annotations.len())).collect::<Vec<_>>().join(", ")
     );
 
+    // An epoch: every face of folder k, repeat[k] times (each time its own random crop).
+    let pool: Vec<usize> =
+        faces.iter().enumerate().flat_map(|(i, f)| std::iter::repeat(i).take(opts.repeat[f.set])).collect();
+    if pool.len() < opts.batch_size {
+        bail!("--batch-size {}: larger than the {} training crops of an epoch", opts.batch_size, pool.len());
+    }
+    let batches_per_epoch = pool.len() / opts.batch_size;
+    eprintln!(
+        "an epoch: {} crops ({}), {batches_per_epoch} batches of {}",
+        pool.len(),
+        train_sets.iter().zip(&opts.repeat).map(|(s, r)| format!("{} x{r}", s.name)).collect::<Vec<_>>().join(", "),
+        opts.batch_size
+    );
+
     let ckpt_path = checkpoint_path(&opts.out);
     // A run killed mid-write leaves only temporary files (the final names are
     // renamed into place whole); clear them.
@@ -393,19 +407,6 @@ pub fn train(opts: &TrainOptions) -> Result<()> {
     vs.set_kind(Kind::Float);
     let mut average = WeightAverage::new(&vs, resumed.as_ref().map(|(_, tensors)| tensors));
 
-    // An epoch: every face of folder k, repeat[k] times (each time its own random crop).
-    let pool: Vec<usize> =
-        faces.iter().enumerate().flat_map(|(i, f)| std::iter::repeat(i).take(opts.repeat[f.set])).collect();
-    if pool.len() < opts.batch_size {
-        bail!("--batch-size {}: larger than the {} training crops of an epoch", opts.batch_size, pool.len());
-    }
-    let batches_per_epoch = pool.len() / opts.batch_size;
-    eprintln!(
-        "an epoch: {} crops ({}), {batches_per_epoch} batches of {}",
-        pool.len(),
-        train_sets.iter().zip(&opts.repeat).map(|(s, r)| format!("{} x{r}", s.name)).collect::<Vec<_>>().join(", "),
-        opts.batch_size
-    );
     let total_steps = (batches_per_epoch * opts.epochs) as i64;
     let warmup = batches_per_epoch as i64;
     let n_out = 2 * scheme.num_points() as i64;
