@@ -1,5 +1,8 @@
-//! CPU inference time per face at batch 1 (and 8) for the shipped models:
-//! the budget is 3 ms for 68 points at 224 px and 1 ms for 15 points at 96 px.
+//! CPU inference time per face at batch 1 (and 8) for the shipped models, on
+//! libtorch's default threads (one per core): the budget is 3 ms for 68 points at
+//! 224 px and 1 ms for 15 points at 96 px. `batch1-1thread` is batch 1 on one
+//! thread, as `facekp run` infers by default (`--cnn-threads 1`; the detector
+//! has the other core).
 //! Run: `scripts/setup.sh && LIBTORCH_USE_PYTORCH=1 PATH=$PWD/.venv/bin:$PATH cargo bench --bench infer`
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
@@ -21,6 +24,7 @@ fn infer(c: &mut Criterion) {
         let prior: &CropPrior = &cfg.crop;
         let crop = prior.crop_for_detection(&Rect::new(150.0, 100.0, 200.0, 200.0));
         let pixels = imageops::extract_crop(&gray, &crop, cfg.input_size).unwrap();
+        let single = vec![pixels.clone()];
         for batch in [1usize, 8] {
             let crops = vec![pixels.clone(); batch];
             group.throughput(Throughput::Elements(batch as u64));
@@ -28,6 +32,11 @@ fn infer(c: &mut Criterion) {
                 b.iter(|| model.infer(crops).unwrap())
             });
         }
+        let threads = tch::get_num_threads();
+        tch::set_num_threads(1);
+        group.throughput(Throughput::Elements(1));
+        group.bench_function(BenchmarkId::new(name, "batch1-1thread"), |b| b.iter(|| model.infer(&single).unwrap()));
+        tch::set_num_threads(threads);
         group.bench_function(BenchmarkId::new(name, "crop"), |b| {
             b.iter(|| imageops::extract_crop(&gray, &crop, cfg.input_size).unwrap())
         });
