@@ -241,7 +241,8 @@ fn standardize(x: &Tensor) -> Tensor {
 }
 
 /// [`standardize`] of one crop of gray bytes (as `byte / 255`), appended to `out`:
-/// inference does it here in one pass over the bytes, not as six tensor ops.
+/// inference does it here in one pass over the bytes, not as seven tensor ops
+/// (conversion, scaling and [`standardize`]).
 fn standardize_into(crop: &[u8], out: &mut Vec<f32>) {
     let n = crop.len() as f64;
     let (sum, sum_sq) = crop.iter().fold((0u64, 0u64), |(s, q), &v| (s + v as u64, q + (v as u64) * (v as u64)));
@@ -361,7 +362,7 @@ fn add_upsampled(fine: &Tensor, coarse: &Tensor) -> Result<Tensor, tch::TchError
     let (f, c) = (fine.size(), coarse.size());
     let (b, ch, h, w) = (f[0], f[1], f[2], f[3]);
     if h == 2 * c[2] && w == 2 * c[3] {
-        let blocks = fine.f_view([b, ch, c[2], 2, c[3], 2])? + coarse.f_view([b, ch, c[2], 1, c[3], 1])?;
+        let blocks = fine.f_reshape([b, ch, c[2], 2, c[3], 2])? + coarse.f_reshape([b, ch, c[2], 1, c[3], 1])?;
         return blocks.f_view([b, ch, h, w]);
     }
     Ok(fine + coarse.f_upsample_nearest2d([h, w], None, None)?)
@@ -403,8 +404,8 @@ fn soft_argmax(m: &Tensor) -> Result<(Tensor, Tensor), tch::TchError> {
 
 /// One face's heatmap moments, `E[x], E[y], E[x²], E[y²]` per point: inference
 /// reads its points and spread from these in Rust, which for the few hundred
-/// numbers of a face is cheaper than the eight small tensor ops of
-/// [`soft_argmax`] (same formulas).
+/// numbers of a face is cheaper than running [`soft_argmax`]'s small tensor ops
+/// (same formulas).
 struct Moments<'a>(&'a [f32]);
 
 impl Moments<'_> {
