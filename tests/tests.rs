@@ -253,10 +253,11 @@ mod accuracy {
     /// finds faces): the shipped models reach the project's targets, NME at most
     /// 0.045 on ytf68 and 0.040 on helen68 (68 points) and 0.040 on ytf68 (15
     /// points), far below dlib's 68-point predictor measured the same way on ytf68
-    /// (0.068, and 0.061 for the 15 derived points). The detector finds at least 90% of the faces and under 3% of them fail (NME >
-    /// 0.1). No shift of every point remains: the mean signed error is within 0.005
-    /// of the inter-ocular distance in x and y (the models trained without a label
-    /// origin were at -0.025 in x on ytf68).
+    /// (0.068, and 0.061 for the 15 derived points). The detector finds at least
+    /// 90% of the faces and under 3% of them fail (NME > 0.1). No shift of every
+    /// point remains: the mean signed error is within 0.005 of the inter-ocular
+    /// distance in x and y (the models trained without a label origin were at
+    /// -0.025 in x on ytf68).
     #[test]
     fn shipped_models_beat_dlib_and_reach_the_targets_on_the_val_splits() {
         for (points, set, max_nme) in [("68", "ytf68", 0.045), ("68", "helen68", 0.040), ("15", "ytf68", 0.040)] {
