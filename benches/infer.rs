@@ -8,7 +8,7 @@
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use facekp::geometry::{CropPrior, Rect};
 use facekp::imageops;
-use facekp::model::Keypointer;
+use facekp::model::{Keypointer, Precision};
 use std::path::Path;
 
 fn infer(c: &mut Criterion) {
@@ -18,8 +18,12 @@ fn infer(c: &mut Criterion) {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let gray = imageops::read_gray(&root.join("tests/data/einstein.jpg")).unwrap().unwrap();
     let mut group = c.benchmark_group("infer");
-    for name in ["face68", "face15"] {
-        let model = Keypointer::load(&root.join(format!("weights/{name}.safetensors")), tch::Device::Cpu, None).unwrap();
+    let auto = Precision::auto(tch::Device::Cpu);
+    let precisions = if auto == Precision::F32 { vec![auto] } else { vec![auto, Precision::F32] };
+    for (file, precision) in ["face68", "face15"].into_iter().flat_map(|f| precisions.iter().map(move |&p| (f, p))) {
+        let model = Keypointer::load(&root.join(format!("weights/{file}.safetensors")), tch::Device::Cpu, precision, None).unwrap();
+        let name = if precision == auto { file.to_string() } else { format!("{file}-{}", precision.name()) };
+        let name = name.as_str();
         let cfg = model.config();
         let prior: &CropPrior = &cfg.crop;
         let crop = prior.crop_for_detection(&Rect::new(150.0, 100.0, 200.0, 200.0));

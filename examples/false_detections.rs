@@ -12,7 +12,7 @@ use facekp::detect::{DetectorConfig, HaarDetector, DEFAULT_CASCADE};
 use facekp::face;
 use facekp::geometry::Rect;
 use facekp::imageops;
-use facekp::model::Keypointer;
+use facekp::model::{Keypointer, Precision};
 use facekp::train::data::read_csv;
 use facekp::train::prior::MATCH_IOU;
 use std::path::Path;
@@ -24,7 +24,7 @@ fn main() -> anyhow::Result<()> {
         _ => anyhow::bail!("usage: false_detections WEIGHTS CSV [DETECT_WIDTH]"),
     };
     let width = args.get(3).map(|w| w.parse()).transpose().context("DETECT_WIDTH")?.unwrap_or(640);
-    let model = Keypointer::load(weights, tch::Device::Cpu, None)?;
+    let model = Keypointer::load(weights, tch::Device::Cpu, Precision::auto(tch::Device::Cpu), None)?;
     let mut detector = HaarDetector::new(Path::new(DEFAULT_CASCADE), DetectorConfig { max_width: width })?;
     let images = csv.parent().unwrap_or(Path::new(".")).join("images");
     let (mut faces, mut faces_kept, mut others, mut others_kept) = (0, 0, 0, 0);

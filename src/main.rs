@@ -68,6 +68,10 @@ struct ModelArgs {
     /// auto (CUDA when libtorch sees a GPU, else CPU), cpu or cuda
     #[arg(long, default_value = "auto")]
     device: String,
+    /// CNN number format: auto (bf16 convolutions on a CPU with AVX512-BF16, else
+    /// f32), f32 or bf16
+    #[arg(long, default_value = "auto")]
+    precision: String,
 }
 
 /// Detection, tracking and smoothing settings shared by `run` and `bench`.
@@ -266,6 +270,9 @@ enum Command {
         json: bool,
         #[arg(long, default_value = "auto")]
         device: String,
+        /// CNN number format: auto, f32 or bf16 (as for `run`)
+        #[arg(long, default_value = "auto")]
+        precision: String,
         #[arg(long, default_value = facekp::detect::DEFAULT_CASCADE)]
         cascade: PathBuf,
     },
@@ -289,12 +296,20 @@ fn has_display() -> bool {
 }
 
 /// Loads `weights` (default: the shipped model for `scheme`), checking it is a
-/// `scheme` model, on `device`, with the output head `convention` (default: the model's).
-fn load_model(weights: Option<PathBuf>, scheme: Scheme, device: &str, convention: Option<&str>) -> Result<Keypointer> {
+/// `scheme` model, on `device` in `precision`, with the output head `convention`
+/// (default: the model's).
+fn load_model(
+    weights: Option<PathBuf>,
+    scheme: Scheme,
+    device: &str,
+    precision: &str,
+    convention: Option<&str>,
+) -> Result<Keypointer> {
     let device = model::resolve_device(device)?;
-    eprintln!("device: {}", model::device_name(device));
+    let precision = model::Precision::resolve(precision, device)?;
+    eprintln!("device: {}, {}", model::device_name(device), precision.name());
     let weights = weights.unwrap_or_else(|| default_weights(scheme));
-    let model = Keypointer::load(&weights, device, convention)?;
+    let model = Keypointer::load(&weights, device, precision, convention)?;
     if model.config().scheme != scheme {
         return Err(model::ModelError::WrongScheme {
             path: weights,
@@ -360,7 +375,7 @@ fn run(cli: Cli) -> Result<u8> {
             let source = facekp::source::open(&spec)?;
             let smoothing = tracking.smoothing()?;
             tracking.apply_threads()?;
-            let model = load_model(model.weights, model.scheme, &model.device, None)?;
+            let model = load_model(model.weights, model.scheme, &model.device, &model.precision, None)?;
             let (detect_every, track) = tracking.schedule(&spec);
             let options = RunOptions {
                 source: spec,
@@ -416,7 +431,7 @@ fn run(cli: Cli) -> Result<u8> {
             install_interrupt(stop.clone())?;
             let bench_pass = |(detect_every, track): (u32, bool), record_faces: bool| -> Result<pipeline::RunSummary> {
                 let source = facekp::source::open(&spec)?;
-                let model = load_model(model.weights.clone(), scheme, &model.device, None)?;
+                let model = load_model(model.weights.clone(), scheme, &model.device, &model.precision, None)?;
                 let options = RunOptions {
                     source: spec.clone(),
                     detect_every,
@@ -486,7 +501,7 @@ fn run(cli: Cli) -> Result<u8> {
             })?;
             Ok(0)
         }
-        Command::Eval { points, csv, images, weights, boxes, convention, plot, json, device, cascade } => {
+        Command::Eval { points, csv, images, weights, boxes, convention, plot, json, device, precision, cascade } => {
             if !csv.is_file() {
                 bail!("--csv {}: file not found", csv.display());
             }
@@ -499,7 +514,7 @@ fn run(cli: Cli) -> Result<u8> {
                 let cfg = model::ModelConfig::load(&model::config_path_for(&weights)).ok();
                 cfg.filter(|c| c.conventions.contains(&set)).map(|_| set)
             });
-            let model = load_model(Some(weights), points, &device, convention.as_deref())?;
+            let model = load_model(Some(weights), points, &device, &precision, convention.as_deref())?;
             let report = eval::evaluate(&model, &eval::EvalOptions { scheme: points, csv: csv.clone(), images, boxes, cascade })?;
             report.print_human();
             if let Some(plot) = plot {

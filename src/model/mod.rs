@@ -10,7 +10,8 @@
 //! by a stride-2 conv. The head is integral regression ([`Heatmaps`]): one heatmap per
 //! point, each point the expectation of its map's softmax, with one output layer per
 //! annotation convention the model was trained on (`ModelConfig::conventions`). For
-//! inference the batch norms are folded into the convolutions ([`Net`]).
+//! inference the batch norms are folded into the convolutions ([`Net`]), and on CPUs
+//! with native bf16 arithmetic the larger convolutions run in bf16 ([`Precision`]).
 
 mod config;
 
@@ -40,6 +41,8 @@ pub enum ModelError {
     WrongScheme { path: PathBuf, found: usize, wanted: usize },
     #[error("device {0}: {1}")]
     Device(String, String),
+    #[error("precision {0}: {1}")]
+    Precision(String, String),
     #[error("inference failed: {0}")]
     Torch(#[from] tch::TchError),
 }
@@ -92,6 +95,76 @@ pub fn device_name(device: Device) -> String {
     }
 }
 
+/// The number format of an inference network's convolutions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Precision {
+    F32,
+    /// bfloat16 weights and activations (f32 accumulation) for the convolutions
+    /// where oneDNN's bf16 kernels beat f32 ([`runs_in_bf16`]); the rest,
+    /// the heatmap softmax and the moments stay f32.
+    Bf16,
+}
+
+impl Precision {
+    /// `auto`: bf16 on a CPU that multiplies bf16 natively (AVX512-BF16, as on AMD
+    /// Zen 4 and Intel Sapphire Rapids), where it takes the 68-point network from
+    /// about 3.3 to 2.2 ms at batch 1 with the same NME to 4 decimals (README,
+    /// "Speed"); f32 elsewhere and on CUDA. `f32` or `bf16` force one.
+    pub fn resolve(name: &str, device: Device) -> Result<Precision, ModelError> {
+        let bad = |why: &str| Err(ModelError::Precision(name.into(), why.into()));
+        match name {
+            "auto" => Ok(Precision::auto(device)),
+            "f32" => Ok(Precision::F32),
+            "bf16" if device != Device::Cpu => bad("bf16 is for CPU inference; use f32 or auto on cuda"),
+            "bf16" if !cpu_has_native_bf16() => bad("this CPU has no native bf16 arithmetic (AVX512-BF16); use f32 or auto"),
+            "bf16" => Ok(Precision::Bf16),
+            _ => bad("expected auto, f32 or bf16"),
+        }
+    }
+
+    /// What `auto` resolves to on `device`.
+    pub fn auto(device: Device) -> Precision {
+        if device == Device::Cpu && cpu_has_native_bf16() {
+            Precision::Bf16
+        } else {
+            Precision::F32
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Precision::F32 => "f32",
+            Precision::Bf16 => "bf16",
+        }
+    }
+}
+
+/// Whether the CPU has AVX512-BF16 (bf16 dot products). Without it oneDNN
+/// emulates bf16 or libtorch falls back to slow kernels.
+fn cpu_has_native_bf16() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    return std::arch::is_x86_feature_detected!("avx512bf16");
+    #[cfg(not(target_arch = "x86_64"))]
+    return false;
+}
+
+/// Whether a conv of the shipped kind (`k`x`k`, `c_in` -> `c_out` channels,
+/// `out_side`² output cells at batch 1) runs in bf16 under [`Precision::Bf16`].
+/// oneDNN (which runs every CPU bf16 conv) costs about 30 us a call whatever the
+/// size, so only 3x3 convs of at least a million multiply-adds gain; libtorch's
+/// f32 path is faster below that and for every 1x1 conv (batch 1, one thread,
+/// PyTorch per-layer timings, us: 3x3 32->32 channels at 6x6 36 in f32 against 55
+/// in bf16, at 12x12 79 against 69, 96->96 at 14x14 550 against 221; 1x1 96->48 at
+/// 14x14 33 against 63). The stem (one input channel) has no channel depth for
+/// bf16 dot products and stays f32 (1->16 at 96x96: 62 against 84). The
+/// threshold: the 15-point network's median time over its f32 median, in-process
+/// paired rounds on one thread, was 0.72-0.77 at 1M (4 runs), 0.80 at 0.5M (1),
+/// 0.77-0.83 at 2M (4), 0.82-0.85 at 3M (3), and 0.78-0.80 with every 3x3 conv
+/// after the stem in bf16 (3).
+fn runs_in_bf16(c_in: i64, c_out: i64, k: i64, out_side: i64) -> bool {
+    k == 3 && c_in > 1 && out_side * out_side * c_in * c_out * k * k >= 1_000_000
+}
+
 /// One convolution, optionally followed by batch norm. In an inference network the
 /// batch norm is folded into the weights and bias ([`Net::fused`]).
 #[derive(Debug)]
@@ -99,6 +172,10 @@ struct ConvBn {
     w: Tensor,
     b: Option<Tensor>,
     bn: Option<nn::BatchNorm>,
+    /// Under [`Precision::Bf16`], for the convs [`runs_in_bf16`] picks: the folded
+    /// weights and bias as bf16, the weights channels-last (oneDNN's fast layout;
+    /// its outputs are channels-last too). The conv then runs on these.
+    bf16: Option<(Tensor, Tensor)>,
     stride: i64,
     padding: i64,
 }
@@ -122,6 +199,10 @@ impl ConvBn {
     }
 
     fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor, tch::TchError> {
+        if let Some((w, b)) = &self.bf16 {
+            return x.f_to_kind(Kind::BFloat16)?.f_conv2d(w, Some(b), [self.stride; 2], [self.padding; 2], [1, 1], 1);
+        }
+        let x = &x.f_to_kind(Kind::Float)?;
         if self.prefers_onednn(x) {
             return x.f_mkldnn_convolution(&self.w, self.b.as_ref(), [self.padding; 2], [self.stride; 2], [1, 1], 1);
         }
@@ -137,7 +218,7 @@ impl ConvBn {
 /// model's tensors with the batch norms folded in.
 enum Source<'a> {
     Train(&'a nn::Path<'a>),
-    Fused { vars: &'a HashMap<String, Tensor>, device: Device },
+    Fused { vars: &'a HashMap<String, Tensor>, device: Device, precision: Precision },
 }
 
 impl Source<'_> {
@@ -150,20 +231,22 @@ impl Source<'_> {
 
     fn get(&self, name: &str) -> Tensor {
         match self {
-            Source::Fused { vars, device } => vars[name].to_device(*device).to_kind(Kind::Float),
+            Source::Fused { vars, device, .. } => vars[name].to_device(*device).to_kind(Kind::Float),
             Source::Train(_) => unreachable!("trainable tensors are made by nn"),
         }
     }
 
-    /// A bias-free `k`x`k` conv (`{conv}.weight`) and its batch norm (`{bn}.*`).
-    fn conv_bn(&self, conv: &str, bn: &str, c_in: i64, c_out: i64, k: i64, stride: i64) -> ConvBn {
+    /// A bias-free `k`x`k` conv (`{conv}.weight`) and its batch norm (`{bn}.*`),
+    /// with `out_side`² output cells for the config's input size.
+    #[allow(clippy::too_many_arguments)]
+    fn conv_bn(&self, conv: &str, bn: &str, c_in: i64, c_out: i64, k: i64, stride: i64, out_side: i64) -> ConvBn {
         let padding = k / 2;
         match self {
             Source::Train(p) => {
                 let cfg = nn::ConvConfig { stride, padding, bias: false, ..Default::default() };
                 let c = nn::conv2d(*p / conv, c_in, c_out, k, cfg);
                 let bn = nn::batch_norm2d(*p / bn, c_out, Default::default());
-                ConvBn { w: c.ws, b: None, bn: Some(bn), stride, padding }
+                ConvBn { w: c.ws, b: None, bn: Some(bn), bf16: None, stride, padding }
             }
             Source::Fused { .. } => {
                 let w = self.get(&format!("{conv}.weight"));
@@ -174,7 +257,13 @@ impl Source<'_> {
                 let scale = &gamma / (var + BN_EPS).sqrt();
                 let w = &w * scale.view([-1, 1, 1, 1]);
                 let b = beta - mean * &scale;
-                ConvBn { w, b: Some(b), bn: None, stride, padding }
+                let bf16 = match self {
+                    Source::Fused { precision: Precision::Bf16, .. } if runs_in_bf16(c_in, c_out, k, out_side) => {
+                        Some((channels_last(&w.to_kind(Kind::BFloat16)), b.to_kind(Kind::BFloat16)))
+                    }
+                    _ => None,
+                };
+                ConvBn { w, b: Some(b), bn: None, bf16, stride, padding }
             }
         }
     }
@@ -196,7 +285,7 @@ impl Source<'_> {
             }
             Source::Fused { .. } => (self.get(&format!("{name}.weight")), Some(self.get(&format!("{name}.bias")))),
         };
-        ConvBn { w, b, bn: None, stride: 1, padding: 0 }
+        ConvBn { w, b, bn: None, bf16: None, stride: 1, padding: 0 }
     }
 }
 
@@ -227,10 +316,16 @@ pub struct Net {
     moments: Tensor,
 }
 
-/// The side of the heatmaps for inputs of side `input`: stages `0..=stage` each
-/// halve it (3x3 stride-2 convs with padding 1: `ceil(n / 2)`).
+/// The side of stage `stage`'s outputs (and of the heatmaps, at the heatmap
+/// stage) for inputs of side `input`: stages `0..=stage` each halve it (3x3
+/// stride-2 convs with padding 1: `ceil(n / 2)`).
 fn heatmap_side(input: i64, stage: usize) -> i64 {
     (0..=stage).fold(input, |n, _| (n + 1) / 2)
+}
+
+/// `t` (`[N, C, H, W]`) with channels-last strides: `[N, H, W, C]` in memory.
+fn channels_last(t: &Tensor) -> Tensor {
+    t.permute([0, 2, 3, 1]).contiguous().permute([0, 3, 1, 2])
 }
 
 /// Per-sample standardisation, part of the model so every caller agrees on it.
@@ -261,19 +356,20 @@ impl Net {
 
     /// The inference network of trained tensors `vars` (by name), with convention
     /// head `head` only.
-    fn fused(cfg: &ModelConfig, vars: &HashMap<String, Tensor>, head: usize, device: Device) -> Net {
-        Net::build(&Source::Fused { vars, device }, cfg, &[head])
+    fn fused(cfg: &ModelConfig, vars: &HashMap<String, Tensor>, head: usize, device: Device, precision: Precision) -> Net {
+        Net::build(&Source::Fused { vars, device, precision }, cfg, &[head])
     }
 
     fn build(src: &Source, cfg: &ModelConfig, heads: &[usize]) -> Net {
         let mut stages = Vec::new();
         let mut c_in = 1;
         let mut k = 0;
+        let side = |stage| heatmap_side(cfg.input_size as i64, stage);
         for (stage, &c_out) in cfg.channels.iter().enumerate() {
             let mut convs = Vec::new();
             for j in 0..=cfg.extra_convs[stage] {
                 let stride = if j == 0 { 2 } else { 1 };
-                convs.push(src.conv_bn(&format!("conv{k}"), &format!("bn{k}"), c_in, c_out, 3, stride));
+                convs.push(src.conv_bn(&format!("conv{k}"), &format!("bn{k}"), c_in, c_out, 3, stride, side(stage)));
                 c_in = c_out;
                 k += 1;
             }
@@ -287,13 +383,15 @@ impl Net {
             heatmap_stage: stage,
             laterals: levels
                 .clone()
-                .map(|s| src.conv_bn(&format!("lat{s}"), &format!("latbn{s}"), cfg.channels[s], width, 1, 1))
+                .map(|s| src.conv_bn(&format!("lat{s}"), &format!("latbn{s}"), cfg.channels[s], width, 1, 1, side(s)))
                 .collect(),
-            merges: levels.map(|s| src.conv_bn(&format!("merge{s}"), &format!("mergebn{s}"), width, width, 3, 1)).collect(),
+            merges: levels
+                .map(|s| src.conv_bn(&format!("merge{s}"), &format!("mergebn{s}"), width, width, 3, 1, side(s)))
+                .collect(),
             outs: heads.iter().map(|h| src.conv1x1(&format!("out{h}"), width, points)).collect(),
             origins: heads.iter().map(|h| src.origin(&format!("origin{h}"))).collect(),
             points,
-            moments: cell_moments(heatmap_side(cfg.input_size as i64, stage), src.device()),
+            moments: cell_moments(side(stage), src.device()),
         }
     }
 
@@ -363,7 +461,7 @@ fn add_upsampled(fine: &Tensor, coarse: &Tensor) -> Result<Tensor, tch::TchError
     let (b, ch, h, w) = (f[0], f[1], f[2], f[3]);
     if h == 2 * c[2] && w == 2 * c[3] {
         let blocks = fine.f_reshape([b, ch, c[2], 2, c[3], 2])? + coarse.f_reshape([b, ch, c[2], 1, c[3], 1])?;
-        return blocks.f_view([b, ch, h, w]);
+        return blocks.f_reshape([b, ch, h, w]);
     }
     Ok(fine + coarse.f_upsample_nearest2d([h, w], None, None)?)
 }
@@ -386,7 +484,7 @@ fn cell_moments(r: i64, device: Device) -> Tensor {
 fn heatmap_moments(logits: &Tensor, points: i64, moments: &Tensor) -> Result<Tensor, tch::TchError> {
     let size = logits.size();
     let (b, h, r) = (size[0], size[1], size[3]);
-    let p = logits.f_view([b, h, points, r * r])?.f_softmax(-1, Kind::Float)?;
+    let p = logits.f_reshape([b, h, points, r * r])?.f_softmax(-1, Kind::Float)?;
     p.f_linear::<Tensor>(moments, None)
 }
 
@@ -469,14 +567,21 @@ pub struct Keypointer {
     config: ModelConfig,
     net: Net,
     device: Device,
+    precision: Precision,
     convention: usize,
     label_origin: Point,
 }
 
 impl Keypointer {
-    /// Loads `weights` and its config (`NAME.json` beside it). `convention` names the
-    /// output head (a data set's annotation convention); `None` takes the config's default.
-    pub fn load(weights: &Path, device: Device, convention: Option<&str>) -> Result<Keypointer, ModelError> {
+    /// Loads `weights` and its config (`NAME.json` beside it) to run on `device` in
+    /// `precision`. `convention` names the output head (a data set's annotation
+    /// convention); `None` takes the config's default.
+    pub fn load(
+        weights: &Path,
+        device: Device,
+        precision: Precision,
+        convention: Option<&str>,
+    ) -> Result<Keypointer, ModelError> {
         if !weights.is_file() {
             return Err(ModelError::WeightsMissing { path: weights.to_owned() });
         }
@@ -489,10 +594,10 @@ impl Keypointer {
                 reason: format!("no convention {name:?}; the model has {:?}", config.conventions),
             })?,
         };
-        let net = Net::fused(&config, &tensors, head, device);
+        let net = Net::fused(&config, &tensors, head, device, precision);
         let origin = Vec::<f32>::try_from(net.label_origins().to_device(Device::Cpu).flatten(0, -1))?;
         let label_origin = Point::new(origin[0], origin[1]);
-        Ok(Keypointer { config, net, device, convention: head, label_origin })
+        Ok(Keypointer { config, net, device, precision, convention: head, label_origin })
     }
 
     pub fn config(&self) -> &ModelConfig {
@@ -501,6 +606,10 @@ impl Keypointer {
 
     pub fn device(&self) -> Device {
         self.device
+    }
+
+    pub fn precision(&self) -> Precision {
+        self.precision
     }
 
     pub fn convention(&self) -> &str {
@@ -628,6 +737,35 @@ mod tests {
         assert_eq!(xy, plain_xy);
         let spread = f32::try_from(spread.flatten(0, -1)).unwrap();
         assert!(spread > 0.05 && (spread - plain.spread).abs() < 1e-6, "{spread} vs {}", plain.spread);
+    }
+
+    /// `--precision` names: `auto` follows the CPU, bf16 is refused where it
+    /// would be slow or untested (CUDA, CPUs without AVX512-BF16).
+    #[test]
+    fn precision_names_resolve_or_are_refused() {
+        assert_eq!(Precision::resolve("auto", Device::Cpu).unwrap(), Precision::auto(Device::Cpu));
+        assert_eq!(Precision::resolve("f32", Device::Cpu).unwrap(), Precision::F32);
+        assert_eq!(Precision::resolve("auto", Device::Cuda(0)).unwrap(), Precision::F32);
+        let err = Precision::resolve("bf16", Device::Cuda(0)).unwrap_err().to_string();
+        assert!(err.contains("for CPU inference"), "{err}");
+        match Precision::resolve("bf16", Device::Cpu) {
+            Ok(p) => assert!(p == Precision::Bf16 && cpu_has_native_bf16()),
+            Err(e) => assert!(!cpu_has_native_bf16() && e.to_string().contains("AVX512-BF16"), "{e}"),
+        }
+        let err = Precision::resolve("fp16", Device::Cpu).unwrap_err().to_string();
+        assert_eq!(err, "precision fp16: expected auto, f32 or bf16");
+    }
+
+    /// The bf16 rule picks the large 3x3 convs of the shipped networks and leaves
+    /// the stem, the 1x1 convs and the small 3x3 ones in f32.
+    #[test]
+    fn only_large_3x3_convs_run_in_bf16() {
+        assert!(runs_in_bf16(96, 96, 3, 14)); // 68-point stage 3
+        assert!(runs_in_bf16(48, 48, 3, 7)); // 68-point coarsest merge, 1.02M
+        assert!(!runs_in_bf16(48, 64, 3, 6)); // 15-point stage 3 opening, 0.995M
+        assert!(!runs_in_bf16(32, 32, 3, 6)); // 15-point coarsest merge
+        assert!(!runs_in_bf16(1, 12, 3, 112)); // stem
+        assert!(!runs_in_bf16(48, 48, 1, 28)); // lateral
     }
 
     /// The broadcast add equals adding the nearest-upsampled coarse map, and

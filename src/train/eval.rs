@@ -62,6 +62,8 @@ pub struct EvalReport {
     /// CNN passes per face (two with Haar boxes, as `run` gives a new detection).
     pub passes: u32,
     pub convention: String,
+    /// The CNN's number format (`f32` or `bf16`).
+    pub precision: String,
     #[serde(skip)]
     pub errors: Vec<f64>,
 }
@@ -150,6 +152,7 @@ pub fn evaluate(model: &Keypointer, opts: &EvalOptions) -> Result<EvalReport> {
         worst,
         passes: if opts.boxes == Boxes::Haar { 2 } else { 1 },
         convention: model.convention().to_string(),
+        precision: model.precision().name().to_string(),
         errors,
     })
 }
@@ -174,5 +177,6 @@ impl EvalReport {
         println!("worst faces  {}", worst.join(", "));
         println!("ms per face  {:.2} (crop + CNN at batch 1, {} pass(es))", self.ms_per_face, self.passes);
         println!("convention   {}", self.convention);
+        println!("precision    {}", self.precision);
     }
 }
