@@ -72,7 +72,7 @@ pub fn resolve_device(name: &str) -> Result<Device, ModelError> {
 /// libtorch starts its thread pool. Denormals (below 1.2e-38) arise in the
 /// convolutions' small products and are handled by a slow microcode path on x86:
 /// with them flushed, the 68-point network with random weights ran at batch 1 in
-/// 5.9 instead of 7.6 ms (median of 7 x 100 runs, AVX2 machine). No-op on other
+/// 5.9 instead of 7.6 ms (median of 7 x 100 runs, an earlier machine). No-op on other
 /// architectures.
 pub fn flush_denormals() {
     #[cfg(target_arch = "x86_64")]
@@ -108,8 +108,9 @@ pub enum Precision {
 impl Precision {
     /// `auto`: bf16 on a CPU that multiplies bf16 natively (AVX512-BF16, as on AMD
     /// Zen 4 and Intel Sapphire Rapids), where it takes the 68-point network from
-    /// about 3.3 to 2.2 ms at batch 1 with the same NME to 4 decimals (README,
-    /// "Speed"); f32 elsewhere and on CUDA. `f32` or `bf16` force one.
+    /// about 3.2 to 2.2 ms at batch 1 on one thread with the same NME to 4
+    /// decimals (README, "Models"); f32 elsewhere and on CUDA. `f32` or `bf16`
+    /// force one.
     pub fn resolve(name: &str, device: Device) -> Result<Precision, ModelError> {
         let bad = |why: &str| Err(ModelError::Precision(name.into(), why.into()));
         match name {
