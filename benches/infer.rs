@@ -2,7 +2,9 @@
 //! libtorch's default threads (one per core): the budget is 3 ms for 68 points at
 //! 224 px and 1 ms for 15 points at 96 px. `batch1-1thread` is batch 1 on one
 //! thread, as `facekp run` infers by default (`--cnn-threads 1`; the detector
-//! has the other core).
+//! has the other core). The models run in the precision `run` picks
+//! (`Precision::auto`: bf16 convolutions on a CPU with AVX512-BF16); on such a CPU
+//! the `face68-f32` and `face15-f32` rows are the same models in f32.
 //! Run: `scripts/setup.sh && LIBTORCH_USE_PYTORCH=1 PATH=$PWD/.venv/bin:$PATH cargo bench --bench infer`
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
