@@ -272,7 +272,7 @@ mod accuracy {
     /// bf16 inference (the default on CPUs with AVX512-BF16) finds the points f32
     /// does, on the helen68 val photos with crops placed from the true points: on
     /// average within 0.1 input pixels and everywhere within 0.5 (measured: mean
-    /// 0.028 and at most 0.19 px for the 68-point model at 224 px, 0.015 and 0.095
+    /// 0.028 and at most 0.18 px for the 68-point model at 224 px, 0.015 and 0.095
     /// for the 15-point model at 96 px). The models' own errors are a few pixels.
     #[test]
     fn bf16_inference_finds_the_f32_points() {
