@@ -173,10 +173,10 @@ struct ConvBn {
     w: Tensor,
     b: Option<Tensor>,
     bn: Option<nn::BatchNorm>,
-    /// Under [`Precision::Bf16`], for the convs [`runs_in_bf16`] picks: the folded
-    /// weights and bias as bf16, the weights channels-last (oneDNN's fast layout;
-    /// its outputs are channels-last too). The conv then runs on these.
-    bf16: Option<(Tensor, Tensor)>,
+    /// Under [`Precision::Bf16`], for the convs [`runs_in_bf16`] picks: `w` and
+    /// `b` are bf16, `w` channels-last (oneDNN's fast layout; its outputs are
+    /// channels-last too), and the input is cast to bf16.
+    bf16: bool,
     stride: i64,
     padding: i64,
 }
@@ -200,8 +200,8 @@ impl ConvBn {
     }
 
     fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor, tch::TchError> {
-        if let Some((w, b)) = &self.bf16 {
-            return x.f_to_kind(Kind::BFloat16)?.f_conv2d(w, Some(b), [self.stride; 2], [self.padding; 2], [1, 1], 1);
+        if self.bf16 {
+            return x.f_to_kind(Kind::BFloat16)?.f_conv2d(&self.w, self.b.as_ref(), [self.stride; 2], [self.padding; 2], [1, 1], 1);
         }
         let x = &x.f_to_kind(Kind::Float)?;
         if self.prefers_onednn(x) {
@@ -247,7 +247,7 @@ impl Source<'_> {
                 let cfg = nn::ConvConfig { stride, padding, bias: false, ..Default::default() };
                 let c = nn::conv2d(*p / conv, c_in, c_out, k, cfg);
                 let bn = nn::batch_norm2d(*p / bn, c_out, Default::default());
-                ConvBn { w: c.ws, b: None, bn: Some(bn), bf16: None, stride, padding }
+                ConvBn { w: c.ws, b: None, bn: Some(bn), bf16: false, stride, padding }
             }
             Source::Fused { .. } => {
                 let w = self.get(&format!("{conv}.weight"));
@@ -258,11 +258,12 @@ impl Source<'_> {
                 let scale = &gamma / (var + BN_EPS).sqrt();
                 let w = &w * scale.view([-1, 1, 1, 1]);
                 let b = beta - mean * &scale;
-                let bf16 = match self {
-                    Source::Fused { precision: Precision::Bf16, .. } if runs_in_bf16(c_in, c_out, k, out_side) => {
-                        Some((channels_last(&w.to_kind(Kind::BFloat16)), b.to_kind(Kind::BFloat16)))
-                    }
-                    _ => None,
+                let bf16 = matches!(self, Source::Fused { precision: Precision::Bf16, .. })
+                    && runs_in_bf16(c_in, c_out, k, out_side);
+                let (w, b) = if bf16 {
+                    (channels_last(&w.to_kind(Kind::BFloat16)), b.to_kind(Kind::BFloat16))
+                } else {
+                    (w, b)
                 };
                 ConvBn { w, b: Some(b), bn: None, bf16, stride, padding }
             }
@@ -286,7 +287,7 @@ impl Source<'_> {
             }
             Source::Fused { .. } => (self.get(&format!("{name}.weight")), Some(self.get(&format!("{name}.bias")))),
         };
-        ConvBn { w, b, bn: None, bf16: None, stride: 1, padding: 0 }
+        ConvBn { w, b, bn: None, bf16: false, stride: 1, padding: 0 }
     }
 }
 
