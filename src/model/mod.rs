@@ -321,7 +321,7 @@ pub struct Net {
 /// The side of stage `stage`'s outputs (and of the heatmaps, at the heatmap
 /// stage) for inputs of side `input`: stages `0..=stage` each halve it (3x3
 /// stride-2 convs with padding 1: `ceil(n / 2)`).
-fn heatmap_side(input: i64, stage: usize) -> i64 {
+fn stage_side(input: i64, stage: usize) -> i64 {
     (0..=stage).fold(input, |n, _| (n + 1) / 2)
 }
 
@@ -366,7 +366,7 @@ impl Net {
         let mut stages = Vec::new();
         let mut c_in = 1;
         let mut k = 0;
-        let side = |stage| heatmap_side(cfg.input_size as i64, stage);
+        let side = |stage| stage_side(cfg.input_size as i64, stage);
         for (stage, &c_out) in cfg.channels.iter().enumerate() {
             let mut convs = Vec::new();
             for j in 0..=cfg.extra_convs[stage] {
