@@ -10,10 +10,8 @@ fn torch_lib_dir() -> Option<PathBuf> {
         return Some(PathBuf::from(dir).join("lib"));
     }
     let python = if std::env::var_os("VIRTUAL_ENV").is_some() { "python" } else { "python3" };
-    let out = Command::new(python)
-        .args(["-c", "import torch, os; print(os.path.dirname(torch.__file__))"])
-        .output()
-        .ok()?;
+    let out =
+        Command::new(python).args(["-c", "import torch, os; print(os.path.dirname(torch.__file__))"]).output().ok()?;
     if !out.status.success() {
         return None;
     }

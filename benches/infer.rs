@@ -23,7 +23,9 @@ fn infer(c: &mut Criterion) {
     let auto = Precision::auto(tch::Device::Cpu);
     let precisions = if auto == Precision::F32 { vec![auto] } else { vec![auto, Precision::F32] };
     for (file, precision) in ["face68", "face15"].into_iter().flat_map(|f| precisions.iter().map(move |&p| (f, p))) {
-        let model = Keypointer::load(&root.join(format!("weights/{file}.safetensors")), tch::Device::Cpu, precision, None).unwrap();
+        let model =
+            Keypointer::load(&root.join(format!("weights/{file}.safetensors")), tch::Device::Cpu, precision, None)
+                .unwrap();
         let name = if precision == auto { file.to_string() } else { format!("{file}-{}", precision.name()) };
         let name = name.as_str();
         let cfg = model.config();

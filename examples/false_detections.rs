@@ -47,6 +47,9 @@ fn main() -> anyhow::Result<()> {
             }
         }
     }
-    println!("faces kept {faces_kept} of {faces}; other detections kept {others_kept} of {others} (threshold {:?})", model.config().max_spread);
+    println!(
+        "faces kept {faces_kept} of {faces}; other detections kept {others_kept} of {others} (threshold {:?})",
+        model.config().max_spread
+    );
     Ok(())
 }

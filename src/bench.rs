@@ -41,8 +41,11 @@ pub fn jitter(faces_per_frame: &[Vec<Face>], scheme: Scheme) -> Option<f64> {
         *counts.entry(f.track).or_default() += 1;
     }
     let (&longest, _) = counts.iter().max_by_key(|(id, n)| (**n, std::cmp::Reverse(**id)))?;
-    let tracks: Vec<&Vec<Point>> =
-        faces_per_frame.iter().filter_map(|faces| faces.iter().find(|f| f.track == longest)).map(|f| &f.points).collect();
+    let tracks: Vec<&Vec<Point>> = faces_per_frame
+        .iter()
+        .filter_map(|faces| faces.iter().find(|f| f.track == longest))
+        .map(|f| &f.points)
+        .collect();
     if tracks.len() < 2 {
         return None;
     }
@@ -58,7 +61,11 @@ pub fn jitter(faces_per_frame: &[Vec<Face>], scheme: Scheme) -> Option<f64> {
     let iod = ((mean[a].0 - mean[b].0).powi(2) + (mean[a].1 - mean[b].1).powi(2)).sqrt();
     let sd_sum: f64 = (0..k)
         .map(|i| {
-            let var = tracks.iter().map(|p| (p[i].x as f64 - mean[i].0).powi(2) + (p[i].y as f64 - mean[i].1).powi(2)).sum::<f64>() / n;
+            let var = tracks
+                .iter()
+                .map(|p| (p[i].x as f64 - mean[i].0).powi(2) + (p[i].y as f64 - mean[i].1).powi(2))
+                .sum::<f64>()
+                / n;
             var.sqrt()
         })
         .sum();
@@ -99,8 +106,13 @@ pub fn report(summary: &RunSummary, scheme: Scheme, still: bool) -> BenchReport 
         },
         dropped: summary.dropped,
         detector_runs: s.detector_runs,
-        jitter: if still { jitter(&summary.faces_per_frame[w.min(summary.faces_per_frame.len())..], scheme) } else { None },
-        jitter_frames: still.then(|| longest_track_frames(&summary.faces_per_frame[w.min(summary.faces_per_frame.len())..])),
+        jitter: if still {
+            jitter(&summary.faces_per_frame[w.min(summary.faces_per_frame.len())..], scheme)
+        } else {
+            None
+        },
+        jitter_frames: still
+            .then(|| longest_track_frames(&summary.faces_per_frame[w.min(summary.faces_per_frame.len())..])),
     }
 }
 
@@ -113,13 +125,19 @@ impl BenchReport {
             "median ms     decode {:.2}  detect {:.2}  infer/face {:.2}  draw {:.2}",
             self.decode_ms, self.detect_ms, self.infer_ms_per_face, self.draw_ms
         );
-        println!("latency ms    median {:.1}, 95th percentile {:.1} (capture to shown)", self.latency_ms, self.latency_p95_ms);
+        println!(
+            "latency ms    median {:.1}, 95th percentile {:.1} (capture to shown)",
+            self.latency_ms, self.latency_p95_ms
+        );
         if self.dropped > 0 {
             println!("dropped       {} stale frames", self.dropped);
         }
         println!("detector runs {} of {} frames", self.detector_runs, total_frames);
         if let Some(j) = self.jitter {
-            println!("jitter        {j:.5} of the inter-ocular distance (longest track, {} frames)", self.jitter_frames.unwrap_or(0));
+            println!(
+                "jitter        {j:.5} of the inter-ocular distance (longest track, {} frames)",
+                self.jitter_frames.unwrap_or(0)
+            );
         }
     }
 }
@@ -187,7 +205,8 @@ pub fn agreement(detected: &[Vec<Face>], tracked: &[Vec<Face>], scheme: Scheme) 
             runs.entry(d.track).or_default().push((i, m.is_some()));
             if let Some(t) = m {
                 let iod = d.points[ea].distance(d.points[eb]).max(1.0) as f64;
-                let mean = d.points.iter().zip(&t.points).map(|(p, q)| p.distance(*q) as f64).sum::<f64>() / d.points.len() as f64;
+                let mean = d.points.iter().zip(&t.points).map(|(p, q)| p.distance(*q) as f64).sum::<f64>()
+                    / d.points.len() as f64;
                 sum += mean / iod;
                 compared += 1;
             }

@@ -5,13 +5,14 @@
 
 use crate::geometry::Rect;
 use opencv::core::{Mat, Size, Vector};
+use opencv::imgproc;
 use opencv::objdetect::CascadeClassifier;
 use opencv::prelude::*;
-use opencv::imgproc;
 use std::path::{Path, PathBuf};
 
 /// The cascade shipped in the repo (OpenCV's file, from Debian's opencv-data).
-pub const DEFAULT_CASCADE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/haarcascades/haarcascade_frontalface_default.xml");
+pub const DEFAULT_CASCADE: &str =
+    concat!(env!("CARGO_MANIFEST_DIR"), "/haarcascades/haarcascade_frontalface_default.xml");
 /// Image pyramid step of `detectMultiScale`.
 pub const HAAR_SCALE_FACTOR: f64 = 1.1;
 /// Neighbouring detections needed to keep a box.
@@ -58,8 +59,8 @@ impl HaarDetector {
             return Err(DetectError::CascadeMissing { path: path.to_owned() });
         }
         // OpenCV logs its own parse errors to stderr; an empty classifier means failure.
-        let cascade = CascadeClassifier::new(path)
-            .map_err(|_| DetectError::CascadeInvalid { path: path.to_owned() })?;
+        let cascade =
+            CascadeClassifier::new(path).map_err(|_| DetectError::CascadeInvalid { path: path.to_owned() })?;
         if cascade.empty()? {
             return Err(DetectError::CascadeInvalid { path: path.to_owned() });
         }
@@ -89,10 +90,13 @@ impl HaarDetector {
         let min = ((expected * 0.6) as i32).max(HAAR_MIN_FACE_PX);
         let max = ((expected * 1.6) as i32).max(min + 1);
         let boxes = self.cascade_boxes(&small, Size::new(min, min), Size::new(max, max))?;
-        Ok(boxes.into_iter().map(|b| {
-            let b = b.scale(1.0 / scale);
-            Rect::new(b.x + x0 as f32, b.y + y0 as f32, b.w, b.h)
-        }).collect())
+        Ok(boxes
+            .into_iter()
+            .map(|b| {
+                let b = b.scale(1.0 / scale);
+                Rect::new(b.x + x0 as f32, b.y + y0 as f32, b.w, b.h)
+            })
+            .collect())
     }
 
     /// Faces in an 8-bit gray frame, largest first, in frame pixels.
@@ -101,7 +105,8 @@ impl HaarDetector {
         let scale = (self.config.max_width as f32 / width).min(1.0);
         let small = if scale < 1.0 {
             let mut small = Mat::default();
-            let size = Size::new((gray.cols() as f32 * scale).round() as i32, (gray.rows() as f32 * scale).round() as i32);
+            let size =
+                Size::new((gray.cols() as f32 * scale).round() as i32, (gray.rows() as f32 * scale).round() as i32);
             imgproc::resize(gray, &mut small, size, 0.0, 0.0, imgproc::INTER_AREA)?;
             small
         } else {

@@ -14,9 +14,14 @@ use opencv::core::Mat;
 pub fn faces_in_boxes(model: &Keypointer, gray: &Mat, boxes: &[Rect]) -> Result<Vec<(Vec<Point>, f32)>> {
     let cfg = model.config();
     let crops: Vec<_> = boxes.iter().map(|b| cfg.crop.crop_for_detection(b)).collect();
-    let pixels = crops.iter().map(|c| imageops::extract_crop(gray, c, cfg.input_size)).collect::<opencv::Result<Vec<_>>>()?;
+    let pixels =
+        crops.iter().map(|c| imageops::extract_crop(gray, c, cfg.input_size)).collect::<opencv::Result<Vec<_>>>()?;
     let found = model.infer_scored(&pixels)?;
-    Ok(found.into_iter().zip(&crops).map(|(f, c)| (frame_points_from_unit(&f.points, c, cfg.input_size), f.spread)).collect())
+    Ok(found
+        .into_iter()
+        .zip(&crops)
+        .map(|(f, c)| (frame_points_from_unit(&f.points, c, cfg.input_size), f.spread))
+        .collect())
 }
 
 /// The second pass for new detections: each face again, cropped from its first

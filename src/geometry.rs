@@ -171,10 +171,7 @@ impl Affine {
 
     /// Row-major 2x3 matrix, as OpenCV's `warpAffine` takes it.
     pub fn to_rows(&self) -> [[f64; 3]; 2] {
-        [
-            [self.a as f64, self.b as f64, self.tx as f64],
-            [self.c as f64, self.d as f64, self.ty as f64],
-        ]
+        [[self.a as f64, self.b as f64, self.tx as f64], [self.c as f64, self.d as f64, self.ty as f64]]
     }
 }
 
@@ -251,20 +248,12 @@ impl CropPrior {
 
     /// As [`Self::detection_for_points`], moved by `z_dx`, `z_dy`, `z_scale` standard
     /// deviations: training samples these from a normal distribution.
-    pub fn detection_for_points_jittered(
-        &self,
-        points: &[Point],
-        z_dx: f32,
-        z_dy: f32,
-        z_scale: f32,
-    ) -> Rect {
+    pub fn detection_for_points_jittered(&self, points: &[Point], z_dx: f32, z_dy: f32, z_scale: f32) -> Rect {
         let b = Rect::bounding(points);
         let s = (b.w + b.h) / 2.0;
         let c = b.center();
-        let center = Point::new(
-            c.x + s * (self.dx_mean + z_dx * self.dx_std),
-            c.y + s * (self.dy_mean + z_dy * self.dy_std),
-        );
+        let center =
+            Point::new(c.x + s * (self.dx_mean + z_dx * self.dx_std), c.y + s * (self.dy_mean + z_dy * self.dy_std));
         let w = s * self.scale_mean * (z_scale * self.log_scale_std).exp();
         Rect::from_center(center, w, w)
     }

@@ -2,14 +2,14 @@
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
+use facekp::detect::DetectorConfig;
 use facekp::landmarks::Scheme;
 use facekp::model::{self, Keypointer};
-use facekp::train::{self, eval};
-use facekp::detect::DetectorConfig;
 use facekp::pipeline::{self, RunOptions, StopReason};
 use facekp::render::OverlayOptions;
 use facekp::smooth::OneEuroParams;
 use facekp::source::SourceSpec;
+use facekp::train::{self, eval};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -336,18 +336,7 @@ fn install_interrupt(stop: Arc<AtomicBool>) -> Result<()> {
 
 fn run(cli: Cli) -> Result<u8> {
     match cli.command {
-        Command::Run {
-            source,
-            model,
-            headless,
-            output,
-            keypoints,
-            max_frames,
-            width,
-            height,
-            fps,
-            tracking,
-        } => {
+        Command::Run { source, model, headless, output, keypoints, max_frames, width, height, fps, tracking } => {
             let spec = match (source.camera, source.video, source.images) {
                 (Some(index), _, _) => SourceSpec::Camera { index, width, height, fps },
                 (_, Some(path), _) => SourceSpec::Video(path),
@@ -404,7 +393,11 @@ fn run(cli: Cli) -> Result<u8> {
                 summary.frames_with_faces,
                 summary.secs,
                 summary.frames as f64 / summary.secs.max(1e-9),
-                if summary.dropped > 0 { format!(", {} stale camera frames dropped", summary.dropped) } else { String::new() },
+                if summary.dropped > 0 {
+                    format!(", {} stale camera frames dropped", summary.dropped)
+                } else {
+                    String::new()
+                },
             );
             if summary.skipped > 0 {
                 eprintln!(
@@ -423,7 +416,11 @@ fn run(cli: Cli) -> Result<u8> {
             let spec = match (&video, &still) {
                 (Some(v), _) if live => SourceSpec::PacedVideo(v.clone()),
                 (Some(v), _) => SourceSpec::Video(v.clone()),
-                (_, Some(p)) => SourceSpec::Still { path: p.clone(), frames: frames.unwrap_or(STILL_FRAMES), noise_sigma: STILL_NOISE_SIGMA },
+                (_, Some(p)) => SourceSpec::Still {
+                    path: p.clone(),
+                    frames: frames.unwrap_or(STILL_FRAMES),
+                    noise_sigma: STILL_NOISE_SIGMA,
+                },
                 _ => bail!("give --video or --still"),
             };
             let smoothing = tracking.smoothing()?;
@@ -488,7 +485,11 @@ fn run(cli: Cli) -> Result<u8> {
             eprintln!("device: {}", model::device_name(device));
             train::train(&train::TrainOptions {
                 scheme: points,
-                repeat: if repeat.is_empty() { vec![1; data.len()] } else { repeat.into_iter().map(|r| r as usize).collect() },
+                repeat: if repeat.is_empty() {
+                    vec![1; data.len()]
+                } else {
+                    repeat.into_iter().map(|r| r as usize).collect()
+                },
                 data_dirs: data,
                 out,
                 epochs: epochs as usize,
@@ -515,7 +516,10 @@ fn run(cli: Cli) -> Result<u8> {
                 cfg.filter(|c| c.conventions.contains(&set)).map(|_| set)
             });
             let model = load_model(Some(weights), points, &device, &precision, convention.as_deref())?;
-            let report = eval::evaluate(&model, &eval::EvalOptions { scheme: points, csv: csv.clone(), images, boxes, cascade })?;
+            let report = eval::evaluate(
+                &model,
+                &eval::EvalOptions { scheme: points, csv: csv.clone(), images, boxes, cascade },
+            )?;
             report.print_human();
             if let Some(plot) = plot {
                 let title = format!("CED {} ({}-point, {:?} boxes)", csv.display(), points.num_points(), boxes);

@@ -24,7 +24,12 @@ pub enum OutputError {
 
 /// Checks that `path` has one of `extensions` and its folder exists; returns the
 /// lower-case extension.
-pub fn check_output_path(flag: &'static str, path: &Path, extensions: &[&str], supported: &'static str) -> Result<String, OutputError> {
+pub fn check_output_path(
+    flag: &'static str,
+    path: &Path,
+    extensions: &[&str],
+    supported: &'static str,
+) -> Result<String, OutputError> {
     let ext = path.extension().map(|e| e.to_string_lossy().to_lowercase()).unwrap_or_default();
     if !extensions.contains(&ext.as_str()) {
         return Err(OutputError::Extension { flag, path: path.to_owned(), supported });
@@ -85,7 +90,8 @@ impl KeypointWriter {
         let ext = check_output_path(FLAG, path, &["csv", "jsonl"], ".csv, .jsonl")?;
         let format = if ext == "csv" { KeypointFormat::Csv } else { KeypointFormat::Jsonl };
         let tmp = fsutil::temp_path(path);
-        let file = File::create(&tmp).map_err(|source| OutputError::Io { flag: FLAG, path: path.to_owned(), source })?;
+        let file =
+            File::create(&tmp).map_err(|source| OutputError::Io { flag: FLAG, path: path.to_owned(), source })?;
         fsutil::register_temp(&tmp);
         let mut w = Self { out: Some(BufWriter::new(file)), format, tmp, path: path.to_owned(), num_points };
         if format == KeypointFormat::Csv {
@@ -100,7 +106,11 @@ impl KeypointWriter {
 
     fn write_line(&mut self, line: &str) -> Result<(), OutputError> {
         let out = self.out.as_mut().expect("writer used after finish");
-        writeln!(out, "{line}").map_err(|source| OutputError::Io { flag: "--keypoints", path: self.path.clone(), source })
+        writeln!(out, "{line}").map_err(|source| OutputError::Io {
+            flag: "--keypoints",
+            path: self.path.clone(),
+            source,
+        })
     }
 
     pub fn write_frame(&mut self, frame: u64, timestamp_ms: f64, faces: &[Face]) -> Result<(), OutputError> {

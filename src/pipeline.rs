@@ -13,8 +13,8 @@ use crate::model::Keypointer;
 use crate::output::KeypointWriter;
 use crate::render::{self, OverlayOptions, OverlayStats, VideoSink, WindowSink};
 use crate::smooth::OneEuroParams;
-use crate::track::{Candidate, Origin, Tracker, TrackerParams};
 use crate::source::{Frame, FrameSource, SourceSpec};
+use crate::track::{Candidate, Origin, Tracker, TrackerParams};
 use anyhow::{anyhow, Context, Result};
 use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender, TrySendError};
 use opencv::core::Mat;
@@ -85,7 +85,8 @@ impl FaceStage {
         }
         // Where two fresh faces overlap, the tracker keeps the first: the one whose
         // second pass moved least (a real face; a false detection drifts).
-        let mut scored: Vec<_> = kept.into_iter().zip(consistency).zip(is_face).filter(|(_, f)| *f).map(|(k, _)| k).collect();
+        let mut scored: Vec<_> =
+            kept.into_iter().zip(consistency).zip(is_face).filter(|(_, f)| *f).map(|(k, _)| k).collect();
         scored.sort_by(|a, b| b.1.total_cmp(&a.1));
         kept = scored.into_iter().map(|(k, _)| k).collect();
         Ok(Inferred { kept, lost })
@@ -93,7 +94,12 @@ impl FaceStage {
 
     /// Finds the faces of one 8-bit gray frame taken at `timestamp_ms`;
     /// `detections` are the detector's boxes when it ran on this frame.
-    pub fn process(&mut self, gray: &Mat, detections: Option<&[Rect]>, timestamp_ms: f64) -> Result<(Vec<Face>, StageTimes)> {
+    pub fn process(
+        &mut self,
+        gray: &Mat,
+        detections: Option<&[Rect]>,
+        timestamp_ms: f64,
+    ) -> Result<(Vec<Face>, StageTimes)> {
         let mut times = StageTimes::default();
         // A tracked face the whole-frame search missed (small, or blurred by the
         // downscale) gets a closer look before it counts as missed.
@@ -256,7 +262,8 @@ impl Prepared {
         cascade: &std::path::Path,
         model: Keypointer,
     ) -> Result<Self> {
-        let detect = DetectStage { detector: HaarDetector::new(cascade, detector)?, every: options.detect_every.max(1) as u64 };
+        let detect =
+            DetectStage { detector: HaarDetector::new(cascade, detector)?, every: options.detect_every.max(1) as u64 };
         let stage = FaceStage::new(HaarDetector::new(cascade, detector)?, model, options.tracking, options.smoothing);
         Ok(Self { source, detect, stage, options })
     }
@@ -274,7 +281,12 @@ struct SourceControl {
 /// Reads frames until the end, `max_frames`, `stop` (Ctrl-C) or `halt` (the sinks
 /// are done). A live source gets `drain`, a second receiver of its own channel,
 /// to throw away a frame still waiting when a newer one arrives.
-fn source_thread(mut source: Box<dyn FrameSource>, tx: Sender<Frame>, drain: Option<Receiver<Frame>>, ctl: SourceControl) -> Result<StopReason> {
+fn source_thread(
+    mut source: Box<dyn FrameSource>,
+    tx: Sender<Frame>,
+    drain: Option<Receiver<Frame>>,
+    ctl: SourceControl,
+) -> Result<StopReason> {
     let SourceControl { stop, halt, max_frames, dropped, skipped } = ctl;
     let mut sent = 0u64;
     loop {
@@ -382,7 +394,10 @@ pub fn run(prepared: Prepared, stop: Arc<AtomicBool>) -> Result<RunSummary> {
         None => None,
     };
     let mut window = if options.show_window {
-        Some(WindowSink::open(&format!("facekp - {}", info.description), info.width, info.height).map_err(|e| anyhow!("window: {e}"))?)
+        Some(
+            WindowSink::open(&format!("facekp - {}", info.description), info.width, info.height)
+                .map_err(|e| anyhow!("window: {e}"))?,
+        )
     } else {
         None
     };
@@ -420,7 +435,8 @@ pub fn run(prepared: Prepared, stop: Arc<AtomicBool>) -> Result<RunSummary> {
         let drain = info.live.then(|| frame_rx.clone());
         thread::Builder::new().name("source".into()).spawn(move || source_thread(source, frame_tx, drain, ctl))?
     };
-    let detect_handle = thread::Builder::new().name("detect".into()).spawn(move || detect_thread(detect, frame_rx, det_tx))?;
+    let detect_handle =
+        thread::Builder::new().name("detect".into()).spawn(move || detect_thread(detect, frame_rx, det_tx))?;
     let faces_handle = thread::Builder::new().name("faces".into()).spawn(move || face_thread(stage, det_rx, ann_tx))?;
 
     let started = Instant::now();
@@ -446,7 +462,9 @@ pub fn run(prepared: Prepared, stop: Arc<AtomicBool>) -> Result<RunSummary> {
                     }
                 }
                 // Stopped, and nothing came for a while: the chain is stuck upstream.
-                if stop.load(Ordering::SeqCst) && idle_since_stop.get_or_insert_with(Instant::now).elapsed() >= STOP_GRACE {
+                if stop.load(Ordering::SeqCst)
+                    && idle_since_stop.get_or_insert_with(Instant::now).elapsed() >= STOP_GRACE
+                {
                     break;
                 }
                 continue;

@@ -83,7 +83,15 @@ pub fn draw_overlay(
         if options.contours {
             for (a, b) in scheme.contour_segments() {
                 let color = bgr(region_rgb(scheme.region(a)));
-                imgproc::line(frame, cv_point(face.points[a]), cv_point(face.points[b]), color, 1, imgproc::LINE_AA, 0)?;
+                imgproc::line(
+                    frame,
+                    cv_point(face.points[a]),
+                    cv_point(face.points[b]),
+                    color,
+                    1,
+                    imgproc::LINE_AA,
+                    0,
+                )?;
             }
         }
         let radius = ((face_px / 90.0).round() as i32).clamp(1, 6);
@@ -105,8 +113,28 @@ pub fn draw_overlay(
         );
         let origin = CvPoint::new(8, (18.0 * scale) as i32);
         let font_scale = 0.5 * scale;
-        imgproc::put_text(frame, &text, origin, imgproc::FONT_HERSHEY_SIMPLEX, font_scale, Scalar::all(0.0), thick + 2, imgproc::LINE_AA, false)?;
-        imgproc::put_text(frame, &text, origin, imgproc::FONT_HERSHEY_SIMPLEX, font_scale, Scalar::all(255.0), thick, imgproc::LINE_AA, false)?;
+        imgproc::put_text(
+            frame,
+            &text,
+            origin,
+            imgproc::FONT_HERSHEY_SIMPLEX,
+            font_scale,
+            Scalar::all(0.0),
+            thick + 2,
+            imgproc::LINE_AA,
+            false,
+        )?;
+        imgproc::put_text(
+            frame,
+            &text,
+            origin,
+            imgproc::FONT_HERSHEY_SIMPLEX,
+            font_scale,
+            Scalar::all(255.0),
+            thick,
+            imgproc::LINE_AA,
+            false,
+        )?;
     }
     Ok(())
 }
@@ -138,14 +166,22 @@ impl VideoSink {
         let _ = std::fs::remove_file(&tmp);
         let size = Size::new(width as i32, height as i32);
         // H.264 plays everywhere; MPEG-4 part 2 is the fallback when OpenCV's FFmpeg lacks an H.264 encoder.
-        let codecs: &[[char; 4]] = if ext == "mp4" { &[['a', 'v', 'c', '1'], ['m', 'p', '4', 'v']] } else { &[['M', 'J', 'P', 'G']] };
+        let codecs: &[[char; 4]] =
+            if ext == "mp4" { &[['a', 'v', 'c', '1'], ['m', 'p', '4', 'v']] } else { &[['M', 'J', 'P', 'G']] };
         for c in codecs {
             let fourcc = videoio::VideoWriter::fourcc(c[0], c[1], c[2], c[3]).map_err(|e| io(e.to_string()))?;
             let writer = videoio::VideoWriter::new_with_backend(&tmp, videoio::CAP_FFMPEG, fourcc, fps, size, true);
             if let Ok(w) = writer {
                 if w.is_opened().unwrap_or(false) {
                     fsutil::register_temp(&tmp);
-                    return Ok(Self { writer: w, size, tmp, path: path.to_owned(), finished: false, resized: Mat::default() });
+                    return Ok(Self {
+                        writer: w,
+                        size,
+                        tmp,
+                        path: path.to_owned(),
+                        finished: false,
+                        resized: Mat::default(),
+                    });
                 }
             }
             let _ = std::fs::remove_file(&tmp);
@@ -166,10 +202,16 @@ impl VideoSink {
     /// Finalises the container and moves it to its final name.
     pub fn finish(mut self) -> Result<PathBuf, OutputError> {
         self.finished = true;
-        self.writer
-            .release()
-            .map_err(|e| OutputError::Io { flag: "--output", path: self.path.clone(), source: std::io::Error::other(e.to_string()) })?;
-        std::fs::rename(&self.tmp, &self.path).map_err(|source| OutputError::Io { flag: "--output", path: self.path.clone(), source })?;
+        self.writer.release().map_err(|e| OutputError::Io {
+            flag: "--output",
+            path: self.path.clone(),
+            source: std::io::Error::other(e.to_string()),
+        })?;
+        std::fs::rename(&self.tmp, &self.path).map_err(|source| OutputError::Io {
+            flag: "--output",
+            path: self.path.clone(),
+            source,
+        })?;
         fsutil::forget_temp(&self.tmp);
         Ok(self.path.clone())
     }
@@ -209,7 +251,11 @@ pub struct WindowSink {
 
 impl WindowSink {
     pub fn open(title: &str, width: u32, height: u32) -> Result<Self, minifb::Error> {
-        let options = minifb::WindowOptions { resize: true, scale_mode: minifb::ScaleMode::AspectRatioStretch, ..Default::default() };
+        let options = minifb::WindowOptions {
+            resize: true,
+            scale_mode: minifb::ScaleMode::AspectRatioStretch,
+            ..Default::default()
+        };
         let window = minifb::Window::new(title, width as usize, height as usize, options)?;
         Ok(Self { window, buffer: Vec::new(), paused: false })
     }

@@ -20,9 +20,13 @@ pub enum SourceError {
     VideoIsDir { path: PathBuf },
     #[error("video {path}: the file is empty (0 bytes)")]
     VideoEmpty { path: PathBuf },
-    #[error("video {path}: cannot be opened or decoded (empty, truncated or not a video OpenCV's FFmpeg backend reads)")]
+    #[error(
+        "video {path}: cannot be opened or decoded (empty, truncated or not a video OpenCV's FFmpeg backend reads)"
+    )]
     VideoUnreadable { path: PathBuf },
-    #[error("camera {index}: no such device (/dev/video{index} does not exist); `facekp cameras` lists the ones that open")]
+    #[error(
+        "camera {index}: no such device (/dev/video{index} does not exist); `facekp cameras` lists the ones that open"
+    )]
     CameraMissing { index: i32 },
     #[error("camera {index}: /dev/video{index} cannot be opened (in use by another program, no permission, or not a capture device)")]
     CameraBusy { index: i32 },
@@ -43,14 +47,23 @@ pub enum SourceError {
 /// What to read frames from.
 #[derive(Debug, Clone)]
 pub enum SourceSpec {
-    Camera { index: i32, width: Option<u32>, height: Option<u32>, fps: Option<f64> },
+    Camera {
+        index: i32,
+        width: Option<u32>,
+        height: Option<u32>,
+        fps: Option<f64>,
+    },
     Video(PathBuf),
     /// A video played at its frame rate as a live camera would deliver it
     /// (`bench --live`: measures capture-to-display latency without a camera).
     PacedVideo(PathBuf),
     Images(PathBuf),
     /// One photo repeated `frames` times with fresh Gaussian noise (`bench --still`).
-    Still { path: PathBuf, frames: u64, noise_sigma: f64 },
+    Still {
+        path: PathBuf,
+        frames: u64,
+        noise_sigma: f64,
+    },
 }
 
 /// One captured frame with its provenance.
@@ -89,7 +102,9 @@ pub trait FrameSource: Send {
 
 pub fn open(spec: &SourceSpec) -> Result<Box<dyn FrameSource>, SourceError> {
     Ok(match spec {
-        SourceSpec::Camera { index, width, height, fps } => Box::new(CameraSource::open(*index, *width, *height, *fps)?),
+        SourceSpec::Camera { index, width, height, fps } => {
+            Box::new(CameraSource::open(*index, *width, *height, *fps)?)
+        }
         SourceSpec::Video(path) => Box::new(VideoSource::open(path)?),
         SourceSpec::PacedVideo(path) => {
             let mut v = VideoSource::open(path)?;
@@ -431,7 +446,12 @@ impl FrameSource for StillSource {
         if self.seq >= self.frames {
             return Ok(None);
         }
-        let mut noise = Mat::new_rows_cols_with_default(self.image.rows(), self.image.cols(), opencv::core::CV_16SC3, opencv::core::Scalar::all(0.0))?;
+        let mut noise = Mat::new_rows_cols_with_default(
+            self.image.rows(),
+            self.image.cols(),
+            opencv::core::CV_16SC3,
+            opencv::core::Scalar::all(0.0),
+        )?;
         opencv::core::randn(&mut noise, &opencv::core::Scalar::all(0.0), &opencv::core::Scalar::all(self.noise_sigma))?;
         let mut image = Mat::default();
         opencv::core::add(&self.image, &noise, &mut image, &opencv::core::no_array(), opencv::core::CV_8UC3)?;

@@ -50,7 +50,15 @@ pub struct TrackerParams {
 
 impl Default for TrackerParams {
     fn default() -> Self {
-        Self { match_iou: 0.3, keep_iou: 0.5, max_scale_change: 1.0 / 0.85, duplicate_iou: 0.5, nested_overlap: 0.6, min_visible: 0.5, max_missed_detections: 2 }
+        Self {
+            match_iou: 0.3,
+            keep_iou: 0.5,
+            max_scale_change: 1.0 / 0.85,
+            duplicate_iou: 0.5,
+            nested_overlap: 0.6,
+            min_visible: 0.5,
+            max_missed_detections: 2,
+        }
     }
 }
 
@@ -144,13 +152,18 @@ impl Tracker {
             match matched[k] {
                 Some(d) => {
                     t.missed_detections = 0;
-                    let (box_in_frame, origin) = if self.tracking { (t.predicted_box(), Origin::Tracked) } else { (d, Origin::Redetected) };
+                    let (box_in_frame, origin) =
+                        if self.tracking { (t.predicted_box(), Origin::Tracked) } else { (d, Origin::Redetected) };
                     candidates.push(Candidate { box_in_frame, track: Some(k), origin });
                 }
                 None => {
                     t.missed_detections += 1;
                     if self.tracking && t.missed_detections < self.params.max_missed_detections {
-                        candidates.push(Candidate { box_in_frame: t.predicted_box(), track: Some(k), origin: Origin::Tracked });
+                        candidates.push(Candidate {
+                            box_in_frame: t.predicted_box(),
+                            track: Some(k),
+                            origin: Origin::Tracked,
+                        });
                     }
                 }
             }
@@ -220,7 +233,9 @@ impl Tracker {
         for (candidate, points) in kept {
             let raw_box = self.prior.detection_for_points(&points);
             let p = &self.params;
-            if self.tracks.iter().any(|t| t.last_box.iou(&raw_box) > p.duplicate_iou || t.last_box.overlap_of_smaller(&raw_box) > p.nested_overlap) {
+            if self.tracks.iter().any(|t| {
+                t.last_box.iou(&raw_box) > p.duplicate_iou || t.last_box.overlap_of_smaller(&raw_box) > p.nested_overlap
+            }) {
                 continue;
             }
             let previous = candidate.track.and_then(|k| old[k].take());
@@ -263,7 +278,15 @@ mod tests {
     use super::*;
 
     fn prior() -> CropPrior {
-        CropPrior { dx_mean: 0.0, dx_std: 0.1, dy_mean: -0.2, dy_std: 0.04, scale_mean: 1.2, log_scale_std: 0.08, crop_padding: 1.5 }
+        CropPrior {
+            dx_mean: 0.0,
+            dx_std: 0.1,
+            dy_mean: -0.2,
+            dy_std: 0.04,
+            scale_mean: 1.2,
+            log_scale_std: 0.08,
+            crop_padding: 1.5,
+        }
     }
 
     /// A 5-point "face" whose detector-like box is `b` under `prior()`.
@@ -413,10 +436,8 @@ mod tests {
         // Haar fires on the lower half of the face; the CNN fits a small face there.
         let chin = Rect::new(130.0, 120.0, 60.0, 60.0);
         let plan = t.plan(Some(&[chin]));
-        let kept = plan
-            .into_iter()
-            .map(|c| (c, points_for_box(if c.origin == Origin::Fresh { chin } else { b })))
-            .collect();
+        let kept =
+            plan.into_iter().map(|c| (c, points_for_box(if c.origin == Origin::Fresh { chin } else { b }))).collect();
         let faces = t.update(kept, 33.0);
         assert_eq!(faces.iter().map(|f| f.track).collect::<Vec<_>>(), vec![first]);
     }

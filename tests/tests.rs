@@ -28,13 +28,27 @@ fn ffmpeg(args: &[&str]) {
 
 /// The lines of a JSON Lines file, each parsed (a cut-off line fails the test).
 fn jsonl(path: &Path) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(path).unwrap().lines().map(|l| serde_json::from_str(l).expect("complete JSON lines")).collect()
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("complete JSON lines"))
+        .collect()
 }
 
 /// Frames of a video as ffprobe counts them by decoding.
 fn ffprobe_frames(path: &Path) -> u64 {
     let out = Command::new("ffprobe")
-        .args(["-v", "error", "-count_frames", "-select_streams", "v:0", "-show_entries", "stream=nb_read_frames", "-of", "csv=p=0"])
+        .args([
+            "-v",
+            "error",
+            "-count_frames",
+            "-select_streams",
+            "v:0",
+            "-show_entries",
+            "stream=nb_read_frames",
+            "-of",
+            "csv=p=0",
+        ])
         .arg(path)
         .output()
         .expect("ffprobe runs");
@@ -121,7 +135,10 @@ mod run {
             let (mx, my) = (face.bw * 0.5, face.bh * 0.5);
             for p in &face.points {
                 total += 1;
-                inside += (p.x >= face.bx - mx && p.x <= face.bx + face.bw + mx && p.y >= face.by - my && p.y <= face.by + face.bh + my) as usize;
+                inside += (p.x >= face.bx - mx
+                    && p.x <= face.bx + face.bw + mx
+                    && p.y >= face.by - my
+                    && p.y <= face.by + face.bh + my) as usize;
             }
             // The subject's right eye (image left) is left of the subject's left eye.
             eyes_ok += (face.points[eyes.0].x < face.points[eyes.1].x) as usize;
@@ -176,7 +193,13 @@ mod run {
         std::fs::copy(shared("samples/ibug68/einstein.jpg"), imgs.join("b.jpg")).unwrap();
         std::fs::write(imgs.join("notes.txt"), "not an image").unwrap();
         let keypoints = dir.path().join("k.jsonl");
-        let out = bin().args(["run", "--headless", "--images"]).arg(&imgs).arg("--keypoints").arg(&keypoints).output().unwrap();
+        let out = bin()
+            .args(["run", "--headless", "--images"])
+            .arg(&imgs)
+            .arg("--keypoints")
+            .arg(&keypoints)
+            .output()
+            .unwrap();
         assert!(out.status.success(), "{}", stderr(&out));
         assert!(stderr(&out).contains("skipping 1 files"), "{}", stderr(&out));
         let rows = read_jsonl(&keypoints);
@@ -216,7 +239,9 @@ mod accuracy {
     /// Calls `test` for each shipped model in each precision with the einstein
     /// photo, its true points in the model's scheme, and the face's crop placed from
     /// them as `eval --boxes truth` does (the Haar cascade misses his tilted face).
-    fn on_einstein(mut test: impl FnMut(&str, Scheme, &Keypointer, &opencv::core::Mat, &[Point], &CropSquare, Vec<u8>)) {
+    fn on_einstein(
+        mut test: impl FnMut(&str, Scheme, &Keypointer, &opencv::core::Mat, &[Point], &CropSquare, Vec<u8>),
+    ) {
         let gray = imageops::read_gray(&data("einstein.jpg")).unwrap().unwrap();
         let truth68 = read_pts(&data("einstein.pts")).unwrap();
         for (file, scheme) in [("face68.safetensors", Scheme::P68), ("face15.safetensors", Scheme::P15)] {
@@ -260,7 +285,8 @@ mod accuracy {
             let other = imageops::extract_crop(gray, &seated, cfg.input_size).unwrap();
             let alone = model.infer(&[face.clone()]).unwrap().remove(0);
             let batch = model.infer(&[other, face]).unwrap().remove(1);
-            let diff = alone.iter().zip(&batch).map(|(a, b)| (a.x - b.x).abs().max((a.y - b.y).abs())).fold(0f32, f32::max);
+            let diff =
+                alone.iter().zip(&batch).map(|(a, b)| (a.x - b.x).abs().max((a.y - b.y).abs())).fold(0f32, f32::max);
             let bound = match model.precision() {
                 Precision::F32 => 1e-5,
                 Precision::Bf16 => 0.05 / cfg.input_size as f32,
@@ -300,7 +326,10 @@ mod accuracy {
             }
             let mean = sum / n as f32;
             eprintln!("{file}: bf16 against f32 points, mean {mean:.4} px, largest {worst:.4} px");
-            assert!(mean < 0.1 && worst < 0.5, "{file}: bf16 points differ from f32 by {mean:.4} px on average, {worst:.4} at most");
+            assert!(
+                mean < 0.1 && worst < 0.5,
+                "{file}: bf16 points differ from f32 by {mean:.4} px on average, {worst:.4} at most"
+            );
         }
     }
 
@@ -351,8 +380,8 @@ mod accuracy {
 
 mod window {
     use super::*;
-    use x11rb::connection::Connection;
     use std::time::{Duration, Instant};
+    use x11rb::connection::Connection;
 
     /// Runs facekp with its window under Xvfb, screenshots the display and looks for
     /// the overlay's region colours over the face.
@@ -440,7 +469,15 @@ mod window {
         // A video long enough (10 loops of the clip) that the run cannot end by itself
         // before the close arrives.
         let long = dir.path().join("long.mp4");
-        ffmpeg(&["-stream_loop", "9", "-i", data("hamilton_clip.mp4").to_str().unwrap(), "-c", "copy", long.to_str().unwrap()]);
+        ffmpeg(&[
+            "-stream_loop",
+            "9",
+            "-i",
+            data("hamilton_clip.mp4").to_str().unwrap(),
+            "-c",
+            "copy",
+            long.to_str().unwrap(),
+        ]);
         let (video, keypoints) = (dir.path().join("o.mp4"), dir.path().join("k.jsonl"));
         let mut app = bin()
             .env("DISPLAY", &display)
@@ -494,7 +531,10 @@ mod window {
                 for y in 0..img.rows() {
                     for x in 0..img.cols() {
                         let p = img.at_2d::<Vec3b>(y, x).unwrap();
-                        if (p[2] as i32 - rgb[0] as i32).abs() < 24 && (p[1] as i32 - rgb[1] as i32).abs() < 24 && (p[0] as i32 - rgb[2] as i32).abs() < 24 {
+                        if (p[2] as i32 - rgb[0] as i32).abs() < 24
+                            && (p[1] as i32 - rgb[1] as i32).abs() < 24
+                            && (p[0] as i32 - rgb[2] as i32).abs() < 24
+                        {
                             n += 1;
                         }
                     }
@@ -516,7 +556,8 @@ mod bad_input {
         let err = stderr(&out);
         assert!(!out.status.success(), "{args:?} should fail");
         assert_ne!(out.status.code(), Some(101), "panicked: {err}");
-        let errors: Vec<&str> = err.lines().filter(|l| l.starts_with("facekp: error:") || l.starts_with("error:")).collect();
+        let errors: Vec<&str> =
+            err.lines().filter(|l| l.starts_with("facekp: error:") || l.starts_with("error:")).collect();
         assert_eq!(errors.len(), 1, "one error line for {args:?}: {err}");
         assert!(errors[0].contains(needle), "{args:?}: {:?} lacks {needle:?}", errors[0]);
         assert!(!err.contains("panicked") && !err.contains("backtrace"), "{err}");
@@ -538,25 +579,65 @@ mod bad_input {
 
         let missing = s(&d.join("missing.mp4"));
         expect_error(&["run", "--headless", "--video", &missing, "--output", &out_mp4], "file not found", d);
-        expect_error(&["run", "--headless", "--video", &s(&d.join("emptydir")), "--output", &out_mp4], "is a folder", d);
+        expect_error(
+            &["run", "--headless", "--video", &s(&d.join("emptydir")), "--output", &out_mp4],
+            "is a folder",
+            d,
+        );
         expect_error(&["run", "--headless", "--video", &s(&d.join("zero.mp4")), "--output", &out_mp4], "empty", d);
-        expect_error(&["run", "--headless", "--video", &s(&d.join("text.mp4")), "--output", &out_mp4], "cannot be opened", d);
+        expect_error(
+            &["run", "--headless", "--video", &s(&d.join("text.mp4")), "--output", &out_mp4],
+            "cannot be opened",
+            d,
+        );
         expect_error(&["run", "--headless", "--images", &s(&d.join("emptydir"))], "no readable", d);
         expect_error(&["run", "--headless", "--camera", "57"], "camera 57: no such device", d);
-        expect_error(&["run", "--headless", "--video", &video, "--weights", &s(&d.join("none.safetensors"))], "file not found", d);
-        expect_error(&["run", "--headless", "--video", &video, "--model", "15", "--weights", &s(&w68)], "68-point model", d);
+        expect_error(
+            &["run", "--headless", "--video", &video, "--weights", &s(&d.join("none.safetensors"))],
+            "file not found",
+            d,
+        );
+        expect_error(
+            &["run", "--headless", "--video", &video, "--model", "15", "--weights", &s(&w68)],
+            "68-point model",
+            d,
+        );
         expect_error(&["run", "--headless", "--video", &video, "--cascade", &s(&d.join("none.xml"))], "cascade", d);
-        expect_error(&["run", "--headless", "--video", &video, "--output", &s(&d.join("no/dir/o.mp4"))], "does not exist", d);
+        expect_error(
+            &["run", "--headless", "--video", &video, "--output", &s(&d.join("no/dir/o.mp4"))],
+            "does not exist",
+            d,
+        );
         expect_error(&["run", "--headless", "--video", &video, "--output", &s(&d.join("o.gif"))], ".mp4, .avi", d);
         // A folder nobody may write to (root ignores permission bits; /proc refuses new files).
-        expect_error(&["run", "--headless", "--video", &video, "--output", "/proc/facekp-o.mp4"], "--output /proc/facekp-o.mp4: cannot write", d);
-        expect_error(&["run", "--headless", "--video", &video, "--keypoints", "/proc/facekp-k.jsonl"], "--keypoints /proc/facekp-k.jsonl: cannot write", d);
+        expect_error(
+            &["run", "--headless", "--video", &video, "--output", "/proc/facekp-o.mp4"],
+            "--output /proc/facekp-o.mp4: cannot write",
+            d,
+        );
+        expect_error(
+            &["run", "--headless", "--video", &video, "--keypoints", "/proc/facekp-k.jsonl"],
+            "--keypoints /proc/facekp-k.jsonl: cannot write",
+            d,
+        );
         expect_error(&["run", "--headless", "--video", &video, "--keypoints", &s(&d.join("k.xml"))], ".csv, .jsonl", d);
-        std::fs::write(d.join("bad.xml"), "<?xml version=\"1.0\"?><opencv_storage><cascade>nonsense</cascade></opencv_storage>").unwrap();
-        expect_error(&["run", "--headless", "--video", &video, "--cascade", &s(&d.join("bad.xml"))], "not a valid OpenCV cascade", d);
+        std::fs::write(
+            d.join("bad.xml"),
+            "<?xml version=\"1.0\"?><opencv_storage><cascade>nonsense</cascade></opencv_storage>",
+        )
+        .unwrap();
+        expect_error(
+            &["run", "--headless", "--video", &video, "--cascade", &s(&d.join("bad.xml"))],
+            "not a valid OpenCV cascade",
+            d,
+        );
         expect_error(&["run", "--headless", "--video", &video, "--device", "cuda"], "cuda", d);
         expect_error(&["run", "--headless", "--video", &video, "--device", "tpu"], "auto, cpu or cuda", d);
-        expect_error(&["run", "--headless", "--video", &video, "--precision", "f16"], "precision f16: expected auto, f32 or bf16", d);
+        expect_error(
+            &["run", "--headless", "--video", &video, "--precision", "f16"],
+            "precision f16: expected auto, f32 or bf16",
+            d,
+        );
         if facekp::model::Precision::auto(tch::Device::Cpu) == facekp::model::Precision::F32 {
             expect_error(&["run", "--headless", "--video", &video, "--precision", "bf16"], "no native bf16", d);
         }
@@ -620,7 +701,17 @@ mod bad_input {
             assert!(made.success());
         }
         let keypoints = d.join("k.jsonl");
-        let out = bin().args(["run", "--headless", "--images", mixed.to_str().unwrap(), "--keypoints", keypoints.to_str().unwrap()]).output().unwrap();
+        let out = bin()
+            .args([
+                "run",
+                "--headless",
+                "--images",
+                mixed.to_str().unwrap(),
+                "--keypoints",
+                keypoints.to_str().unwrap(),
+            ])
+            .output()
+            .unwrap();
         let err = stderr(&out);
         assert!(out.status.success(), "{err}");
         assert!(err.contains("skipping 1 files that are not jpg/png/bmp"), "{err}");
@@ -651,7 +742,8 @@ mod bad_input {
         let sub = d.join("inconsistent");
         std::fs::create_dir(&sub).unwrap();
         std::fs::write(sub.join("m.safetensors"), &bytes).unwrap();
-        let mut config: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(w68.with_extension("json")).unwrap()).unwrap();
+        let mut config: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(w68.with_extension("json")).unwrap()).unwrap();
         config["channels"][0] = (config["channels"][0].as_i64().unwrap() + 4).into();
         std::fs::write(sub.join("m.json"), config.to_string()).unwrap();
         let w = sub.join("m.safetensors").to_string_lossy().into_owned();
@@ -795,7 +887,16 @@ mod robustness {
             ffmpeg(&["-ss", "6.2", "-i", h, "-frames:v", "8", "-vf", scale, "-pix_fmt", pix, "-c:v", codec, "-an", v]);
             let keypoints = d.join(format!("{name}.jsonl"));
             let output = d.join(format!("{name}.out.mp4"));
-            run_ok(&["run", "--headless", "--video", v, "--keypoints", keypoints.to_str().unwrap(), "--output", output.to_str().unwrap()]);
+            run_ok(&[
+                "run",
+                "--headless",
+                "--video",
+                v,
+                "--keypoints",
+                keypoints.to_str().unwrap(),
+                "--output",
+                output.to_str().unwrap(),
+            ]);
             let rows = jsonl(&keypoints);
             assert_eq!(rows.len(), 8, "{name}: every frame has a line");
             assert_eq!(ffprobe_frames(&output), 8, "{name}: every frame in the annotated video");
@@ -810,12 +911,27 @@ mod robustness {
     fn truncated_video_processes_every_decodable_frame_and_warns() {
         let dir = tempfile::tempdir().unwrap();
         let full = dir.path().join("full.mp4");
-        ffmpeg(&["-i", data("hamilton_clip.mp4").to_str().unwrap(), "-c", "copy", "-movflags", "+faststart", full.to_str().unwrap()]);
+        ffmpeg(&[
+            "-i",
+            data("hamilton_clip.mp4").to_str().unwrap(),
+            "-c",
+            "copy",
+            "-movflags",
+            "+faststart",
+            full.to_str().unwrap(),
+        ]);
         let bytes = std::fs::read(&full).unwrap();
         let cut = dir.path().join("cut.mp4");
         std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
         let keypoints = dir.path().join("k.jsonl");
-        let err = run_ok(&["run", "--headless", "--video", cut.to_str().unwrap(), "--keypoints", keypoints.to_str().unwrap()]);
+        let err = run_ok(&[
+            "run",
+            "--headless",
+            "--video",
+            cut.to_str().unwrap(),
+            "--keypoints",
+            keypoints.to_str().unwrap(),
+        ]);
         let rows = jsonl(&keypoints);
         assert!(rows.len() > 50 && rows.len() < 275, "{} frames decoded from half a file", rows.len());
         assert!(err.contains("could not be decoded"), "warns about the missing frames: {err}");
@@ -830,16 +946,35 @@ mod robustness {
         let dir = tempfile::tempdir().unwrap();
         let pan = dir.path().join("pan.mkv");
         ffmpeg(&[
-            "-i", data("hamilton_clip.mp4").to_str().unwrap(), "-vf",
-            "select=eq(n\\,190),loop=29:1:0,setpts=N/30/TB,crop=300:300:'150+n*10':20", "-frames:v", "30", "-c:v", "ffv1",
+            "-i",
+            data("hamilton_clip.mp4").to_str().unwrap(),
+            "-vf",
+            "select=eq(n\\,190),loop=29:1:0,setpts=N/30/TB,crop=300:300:'150+n*10':20",
+            "-frames:v",
+            "30",
+            "-c:v",
+            "ffv1",
             pan.to_str().unwrap(),
         ]);
         let keypoints = dir.path().join("k.jsonl");
-        run_ok(&["run", "--headless", "--detect-every", "100", "--video", pan.to_str().unwrap(), "--keypoints", keypoints.to_str().unwrap()]);
+        run_ok(&[
+            "run",
+            "--headless",
+            "--detect-every",
+            "100",
+            "--video",
+            pan.to_str().unwrap(),
+            "--keypoints",
+            keypoints.to_str().unwrap(),
+        ]);
         let rows = jsonl(&keypoints);
         assert_eq!(rows.len(), 30);
         let faces: Vec<&Value> = rows.iter().flat_map(|r| r["faces"].as_array().unwrap()).collect();
-        assert!(faces.iter().all(|f| f["points"].as_array().unwrap().iter().all(|p| p[0].as_f64().unwrap().is_finite())));
+        assert!(faces.iter().all(|f| f["points"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|p| p[0].as_f64().unwrap().is_finite())));
         let outside = faces.iter().filter(|f| f["box_x"].as_f64().unwrap() < 0.0).count();
         assert!(outside >= 3, "faces with their box past the left edge: {outside}");
         // The face is gone from frame 22 on (its centre 80+ px left of the frame).
@@ -856,16 +991,26 @@ mod robustness {
         let dir = tempfile::tempdir().unwrap();
         let still = dir.path().join("still.mp4");
         ffmpeg(&[
-            "-i", data("hamilton_clip.mp4").to_str().unwrap(), "-vf",
-            "select=eq(n\\,190),loop=149:1:0,setpts=N/30/TB,noise=alls=8:allf=t", "-frames:v", "150", "-c:v", "libx264", "-crf", "12",
+            "-i",
+            data("hamilton_clip.mp4").to_str().unwrap(),
+            "-vf",
+            "select=eq(n\\,190),loop=149:1:0,setpts=N/30/TB,noise=alls=8:allf=t",
+            "-frames:v",
+            "150",
+            "-c:v",
+            "libx264",
+            "-crf",
+            "12",
             still.to_str().unwrap(),
         ]);
         let keypoints = dir.path().join("k.jsonl");
         run_ok(&["run", "--headless", "--video", still.to_str().unwrap(), "--keypoints", keypoints.to_str().unwrap()]);
         let rows = jsonl(&keypoints);
         assert_eq!(rows.len(), 150);
-        let tracks: Vec<Vec<u64>> =
-            rows.iter().map(|r| r["faces"].as_array().unwrap().iter().map(|f| f["track"].as_u64().unwrap()).collect()).collect();
+        let tracks: Vec<Vec<u64>> = rows
+            .iter()
+            .map(|r| r["faces"].as_array().unwrap().iter().map(|f| f["track"].as_u64().unwrap()).collect())
+            .collect();
         let first = tracks.iter().position(|t| !t.is_empty()).expect("the face is found");
         let id = tracks[first][0];
         let followed = tracks[first..].iter().filter(|t| t.contains(&id)).count();
@@ -880,20 +1025,35 @@ mod robustness {
         std::fs::create_dir(&imgs).unwrap();
         // 36 copies of a frontal face from hamilton_clip in a 6x6 grid.
         ffmpeg(&[
-            "-i", data("hamilton_clip.mp4").to_str().unwrap(), "-vf",
-            "select=eq(n\\,190),crop=240:240:160:20,scale=150:150,loop=35:1:0,tile=6x6", "-frames:v", "1",
+            "-i",
+            data("hamilton_clip.mp4").to_str().unwrap(),
+            "-vf",
+            "select=eq(n\\,190),crop=240:240:160:20,scale=150:150,loop=35:1:0,tile=6x6",
+            "-frames:v",
+            "1",
             imgs.join("1_grid.png").to_str().unwrap(),
         ]);
         let keypoints = d.join("k.jsonl");
         run_ok(&["run", "--headless", "--images", imgs.to_str().unwrap(), "--keypoints", keypoints.to_str().unwrap()]);
         let rows = jsonl(&keypoints);
         assert_eq!(rows.len(), 1);
-        assert!(rows[0]["faces"].as_array().unwrap().len() >= 30, "grid: {} faces", rows[0]["faces"].as_array().unwrap().len());
+        assert!(
+            rows[0]["faces"].as_array().unwrap().len() >= 30,
+            "grid: {} faces",
+            rows[0]["faces"].as_array().unwrap().len()
+        );
         // A whole video without a face: every frame still gets its (empty) line.
         let empty = d.join("empty.mp4");
         ffmpeg(&[
-            "-f", "lavfi", "-i", "color=c=0x405060:size=320x240:rate=25:duration=1", "-vf", "noise=alls=40:allf=t",
-            "-pix_fmt", "yuv420p", empty.to_str().unwrap(),
+            "-f",
+            "lavfi",
+            "-i",
+            "color=c=0x405060:size=320x240:rate=25:duration=1",
+            "-vf",
+            "noise=alls=40:allf=t",
+            "-pix_fmt",
+            "yuv420p",
+            empty.to_str().unwrap(),
         ]);
         run_ok(&["run", "--headless", "--video", empty.to_str().unwrap(), "--keypoints", keypoints.to_str().unwrap()]);
         let rows = jsonl(&keypoints);
@@ -907,8 +1067,18 @@ mod robustness {
         let vfr = dir.path().join("vfr.mkv");
         // Frame times with gaps: 0, 1, 2, 4, 5, 7, ... * 40 ms.
         ffmpeg(&[
-            "-i", data("hamilton_clip.mp4").to_str().unwrap(), "-frames:v", "40", "-vf",
-            "setpts='(N+floor(N/3))*0.04/TB'", "-fps_mode", "vfr", "-c:v", "ffv1", "-an", vfr.to_str().unwrap(),
+            "-i",
+            data("hamilton_clip.mp4").to_str().unwrap(),
+            "-frames:v",
+            "40",
+            "-vf",
+            "setpts='(N+floor(N/3))*0.04/TB'",
+            "-fps_mode",
+            "vfr",
+            "-c:v",
+            "ffv1",
+            "-an",
+            vfr.to_str().unwrap(),
         ]);
         let keypoints = dir.path().join("k.jsonl");
         run_ok(&["run", "--headless", "--video", vfr.to_str().unwrap(), "--keypoints", keypoints.to_str().unwrap()]);
@@ -927,7 +1097,19 @@ mod robustness {
         let dir = tempfile::tempdir().unwrap();
         let raw = dir.path().join("raw.h264");
         // passthrough: the first 30 frames as they are (no duplicates added for a constant rate).
-        ffmpeg(&["-i", data("hamilton_clip.mp4").to_str().unwrap(), "-fps_mode", "passthrough", "-frames:v", "30", "-c:v", "libx264", "-f", "h264", raw.to_str().unwrap()]);
+        ffmpeg(&[
+            "-i",
+            data("hamilton_clip.mp4").to_str().unwrap(),
+            "-fps_mode",
+            "passthrough",
+            "-frames:v",
+            "30",
+            "-c:v",
+            "libx264",
+            "-f",
+            "h264",
+            raw.to_str().unwrap(),
+        ]);
         let probe = Command::new("ffprobe")
             .args(["-v", "error", "-show_entries", "frame=pts_time", "-of", "csv=p=0"])
             .arg(&raw)
@@ -945,7 +1127,10 @@ mod robustness {
         let step = ts[1] - ts[0];
         assert!(step > 10.0 && step < 100.0, "a frame interval of a plausible frame rate: {ts:?}");
         assert!(ts.windows(2).all(|w| ((w[1] - w[0]) - step).abs() < 0.5), "evenly spaced: {ts:?}");
-        assert!(rows.iter().filter(|r| !r["faces"].as_array().unwrap().is_empty()).count() >= 5, "faces found in the stream");
+        assert!(
+            rows.iter().filter(|r| !r["faces"].as_array().unwrap().is_empty()).count() >= 5,
+            "faces found in the stream"
+        );
     }
 
     /// Stops a run with `signal` once it has written some frames, then checks the
@@ -953,7 +1138,15 @@ mod robustness {
     fn stop_with(signal: &str) {
         let dir = tempfile::tempdir().unwrap();
         let long = dir.path().join("long.mp4");
-        ffmpeg(&["-stream_loop", "3", "-i", data("hamilton_clip.mp4").to_str().unwrap(), "-c", "copy", long.to_str().unwrap()]);
+        ffmpeg(&[
+            "-stream_loop",
+            "3",
+            "-i",
+            data("hamilton_clip.mp4").to_str().unwrap(),
+            "-c",
+            "copy",
+            long.to_str().unwrap(),
+        ]);
         let video = dir.path().join("o.mp4");
         let keypoints = dir.path().join("k.jsonl");
         // Wait until the pipeline runs (it prints the source), then let it work a while.
@@ -984,7 +1177,15 @@ mod robustness {
     fn memory_stays_flat_over_ten_thousand_frames() {
         let dir = tempfile::tempdir().unwrap();
         let long = dir.path().join("long.mp4");
-        ffmpeg(&["-stream_loop", "36", "-i", data("hamilton_clip.mp4").to_str().unwrap(), "-c", "copy", long.to_str().unwrap()]);
+        ffmpeg(&[
+            "-stream_loop",
+            "36",
+            "-i",
+            data("hamilton_clip.mp4").to_str().unwrap(),
+            "-c",
+            "copy",
+            long.to_str().unwrap(),
+        ]);
         let keypoints = dir.path().join("k.jsonl");
         let mut child = bin()
             .args(["run", "--headless", "--model", "15", "--max-frames", "10000", "--video", long.to_str().unwrap()])
@@ -1007,7 +1208,11 @@ mod robustness {
         let warm = samples[samples.len() / 5];
         let peak = *samples[samples.len() / 5..].iter().max().unwrap();
         eprintln!("RSS after warm-up {warm} KiB, peak after {peak} KiB over {lines} frames");
-        assert!(peak * 10 <= warm * 11, "RSS grew from {warm} KiB to {peak} KiB; samples every 250 ms (MiB): {:?}", samples.iter().map(|k| k / 1024).collect::<Vec<_>>());
+        assert!(
+            peak * 10 <= warm * 11,
+            "RSS grew from {warm} KiB to {peak} KiB; samples every 250 ms (MiB): {:?}",
+            samples.iter().map(|k| k / 1024).collect::<Vec<_>>()
+        );
     }
 
     /// A named pipe fed part of a stream and then held open without more data: the
@@ -1015,7 +1220,17 @@ mod robustness {
     /// that releases the writer (dropping it ends the stream).
     fn stalled_pipe(dir: &Path) -> (PathBuf, std::sync::mpsc::Sender<()>, std::sync::mpsc::Receiver<()>) {
         let ts = dir.join("clip.ts");
-        ffmpeg(&["-stream_loop", "2", "-i", data("hamilton_clip.mp4").to_str().unwrap(), "-c", "copy", "-f", "mpegts", ts.to_str().unwrap()]);
+        ffmpeg(&[
+            "-stream_loop",
+            "2",
+            "-i",
+            data("hamilton_clip.mp4").to_str().unwrap(),
+            "-c",
+            "copy",
+            "-f",
+            "mpegts",
+            ts.to_str().unwrap(),
+        ]);
         let fifo = dir.join("stream.ts");
         assert!(Command::new("mkfifo").arg(&fifo).status().unwrap().success());
         let bytes = std::fs::read(&ts).unwrap();
@@ -1037,7 +1252,11 @@ mod robustness {
 
     /// Starts a headless run on `video` with both outputs; returns the child and its
     /// stderr lines (after the "source:" line).
-    fn spawn_run(video: &Path, out: &Path, keypoints: &Path) -> (std::process::Child, std::io::Lines<std::io::BufReader<std::process::ChildStderr>>, String) {
+    fn spawn_run(
+        video: &Path,
+        out: &Path,
+        keypoints: &Path,
+    ) -> (std::process::Child, std::io::Lines<std::io::BufReader<std::process::ChildStderr>>, String) {
         let mut child = bin()
             .args(["run", "--headless", "--video"])
             .arg(video)
@@ -1110,7 +1329,10 @@ mod robustness {
         let (status, log) = interrupt_stuck_run(dir.path(), 2);
         assert_eq!(status.code(), Some(130), "{log}");
         assert!(!log.contains("did not stop"), "exited before the stop grace ran out: {log}");
-        let mut left: Vec<String> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+        let mut left: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
         left.sort();
         assert_eq!(left, ["clip.ts", "stream.ts"], "no output and no temporary file");
     }
@@ -1154,7 +1376,10 @@ mod training {
 
     fn train(set: &Path, out: &Path, epochs: &str, resume: bool) -> Output {
         let mut cmd = bin();
-        cmd.args(["train", "--points", "15", "--epochs", epochs, "--batch-size", "8", "--data"]).arg(set).arg("--out").arg(out);
+        cmd.args(["train", "--points", "15", "--epochs", epochs, "--batch-size", "8", "--data"])
+            .arg(set)
+            .arg("--out")
+            .arg(out);
         if resume {
             cmd.arg("--resume");
         }
@@ -1198,7 +1423,8 @@ mod training {
         let data = format!("{},{}", a.display(), b.display());
         let train = |repeat: &str, epochs: &str, resume: bool| {
             let mut cmd = bin();
-            cmd.args(["train", "--points", "15", "--batch-size", "8", "--epochs", epochs, "--data", &data, "--out"]).arg(&out);
+            cmd.args(["train", "--points", "15", "--batch-size", "8", "--epochs", epochs, "--data", &data, "--out"])
+                .arg(&out);
             if !repeat.is_empty() {
                 cmd.args(["--repeat", repeat]);
             }
@@ -1211,7 +1437,8 @@ mod training {
         let log = stderr(&first);
         assert!(first.status.success(), "{log}");
         assert!(log.contains("an epoch: 64 crops (seta x1, setb x3), 8 batches of 8"), "{log}");
-        let config: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.with_extension("json")).unwrap()).unwrap();
+        let config: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(out.with_extension("json")).unwrap()).unwrap();
         assert_eq!(config["trained"]["repeat"], serde_json::json!([1, 3]));
 
         // A resumed run must sample as the checkpoint did; one value per folder.
@@ -1256,7 +1483,11 @@ mod training {
         assert!(resumed.status.success(), "{log}");
         assert!(log.contains("resuming"), "{log}");
         // The killed run's temporary files are cleaned up by the next run.
-        let leftovers: Vec<_> = std::fs::read_dir(dir.path()).unwrap().filter_map(|e| e.ok()).filter(|e| e.file_name().to_string_lossy().contains(".tmp")).collect();
+        let leftovers: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_name().to_string_lossy().contains(".tmp"))
+            .collect();
         assert!(leftovers.is_empty(), "{leftovers:?}");
     }
 }
@@ -1320,13 +1551,22 @@ mod camera_lost {
         };
         let weights = Path::new(env!("CARGO_MANIFEST_DIR")).join("weights/face68.safetensors");
         let model = Keypointer::load(&weights, tch::Device::Cpu, Precision::auto(tch::Device::Cpu), None).unwrap();
-        let prepared =
-            pipeline::Prepared::new(Box::new(source), options, DetectorConfig::default(), Path::new(DEFAULT_CASCADE), model).unwrap();
+        let prepared = pipeline::Prepared::new(
+            Box::new(source),
+            options,
+            DetectorConfig::default(),
+            Path::new(DEFAULT_CASCADE),
+            model,
+        )
+        .unwrap();
         let err = pipeline::run(prepared, Arc::new(AtomicBool::new(false))).err().expect("a lost camera is an error");
         assert!(format!("{err:#}").contains("camera 0: stopped delivering frames"), "{err:#}");
         // A live source may drop stale frames, so up to 40 were processed; every one is in both files.
-        let lines: Vec<serde_json::Value> =
-            std::fs::read_to_string(&keypoints).unwrap().lines().map(|l| serde_json::from_str(l).expect("complete JSON lines")).collect();
+        let lines: Vec<serde_json::Value> = std::fs::read_to_string(&keypoints)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("complete JSON lines"))
+            .collect();
         assert!(!lines.is_empty() && lines.len() <= 40, "{} frames", lines.len());
         assert_eq!(ffprobe_frames(&output), lines.len() as u64, "the video holds every processed frame");
     }

@@ -99,7 +99,10 @@ impl ModelConfig {
             return Err("at most 8 stages of at most 17 convs each".into());
         }
         if self.parameter_count() > MAX_PARAMETERS {
-            return Err(format!("{} parameters, more than the {MAX_PARAMETERS} a facekp model may have", self.parameter_count()));
+            return Err(format!(
+                "{} parameters, more than the {MAX_PARAMETERS} a facekp model may have",
+                self.parameter_count()
+            ));
         }
         if self.max_spread.is_some_and(|m| !(m.is_finite() && m > 0.0)) {
             return Err("max_spread must be a positive number".into());
@@ -125,8 +128,10 @@ impl ModelConfig {
             }
             Err(e) => return Err(ModelError::ConfigInvalid { path: path.to_owned(), reason: e.to_string() }),
         };
-        let cfg: ModelConfig = serde_json::from_str(&text)
-            .map_err(|e| ModelError::ConfigInvalid { path: path.to_owned(), reason: format!("not a model config: {e}") })?;
+        let cfg: ModelConfig = serde_json::from_str(&text).map_err(|e| ModelError::ConfigInvalid {
+            path: path.to_owned(),
+            reason: format!("not a model config: {e}"),
+        })?;
         cfg.validate().map_err(|reason| ModelError::ConfigInvalid { path: path.to_owned(), reason })?;
         Ok(cfg)
     }

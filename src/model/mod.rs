@@ -117,7 +117,9 @@ impl Precision {
             "auto" => Ok(Precision::auto(device)),
             "f32" => Ok(Precision::F32),
             "bf16" if device != Device::Cpu => bad("bf16 is for CPU inference; use f32 or auto on cuda"),
-            "bf16" if !cpu_has_native_bf16() => bad("this CPU has no native bf16 arithmetic (AVX512-BF16); use f32 or auto"),
+            "bf16" if !cpu_has_native_bf16() => {
+                bad("this CPU has no native bf16 arithmetic (AVX512-BF16); use f32 or auto")
+            }
             "bf16" => Ok(Precision::Bf16),
             _ => bad("expected auto, f32 or bf16"),
         }
@@ -201,7 +203,14 @@ impl ConvBn {
 
     fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor, tch::TchError> {
         if self.bf16 {
-            return x.f_to_kind(Kind::BFloat16)?.f_conv2d(&self.w, self.b.as_ref(), [self.stride; 2], [self.padding; 2], [1, 1], 1);
+            return x.f_to_kind(Kind::BFloat16)?.f_conv2d(
+                &self.w,
+                self.b.as_ref(),
+                [self.stride; 2],
+                [self.padding; 2],
+                [1, 1],
+                1,
+            );
         }
         let x = &x.f_to_kind(Kind::Float)?;
         if self.prefers_onednn(x) {
@@ -260,11 +269,8 @@ impl Source<'_> {
                 let b = beta - mean * &scale;
                 let bf16 = matches!(self, Source::Fused { precision: Precision::Bf16, .. })
                     && runs_in_bf16(c_in, c_out, k, out_side);
-                let (w, b) = if bf16 {
-                    (channels_last(&w.to_kind(Kind::BFloat16)), b.to_kind(Kind::BFloat16))
-                } else {
-                    (w, b)
-                };
+                let (w, b) =
+                    if bf16 { (channels_last(&w.to_kind(Kind::BFloat16)), b.to_kind(Kind::BFloat16)) } else { (w, b) };
                 ConvBn { w, b: Some(b), bn: None, bf16, stride, padding }
             }
         }
@@ -358,7 +364,13 @@ impl Net {
 
     /// The inference network of trained tensors `vars` (by name), with convention
     /// head `head` only.
-    fn fused(cfg: &ModelConfig, vars: &HashMap<String, Tensor>, head: usize, device: Device, precision: Precision) -> Net {
+    fn fused(
+        cfg: &ModelConfig,
+        vars: &HashMap<String, Tensor>,
+        head: usize,
+        device: Device,
+        precision: Precision,
+    ) -> Net {
         Net::build(&Source::Fused { vars, device, precision }, cfg, &[head])
     }
 
@@ -545,14 +557,15 @@ pub fn read_checked_weights(weights: &Path, cfg: &ModelConfig) -> Result<HashMap
             Some(t) if t.size() != var.size() => {
                 return Err(ModelError::WeightsMismatch {
                     path: weights.to_owned(),
-                    reason: format!(
-                        "tensor {name} has shape {:?}, the model config needs {:?}",
-                        t.size(),
-                        var.size()
-                    ),
+                    reason: format!("tensor {name} has shape {:?}, the model config needs {:?}", t.size(), var.size()),
                 })
             }
-            Some(t) if t.f_isfinite().and_then(|f| f.f_all()).map(|a| !bool::try_from(a).unwrap_or(false)).unwrap_or(true) => {
+            Some(t)
+                if t.f_isfinite()
+                    .and_then(|f| f.f_all())
+                    .map(|a| !bool::try_from(a).unwrap_or(false))
+                    .unwrap_or(true) =>
+            {
                 return Err(ModelError::WeightsMismatch {
                     path: weights.to_owned(),
                     reason: format!("tensor {name} holds NaN or infinite values"),
@@ -591,10 +604,12 @@ impl Keypointer {
         let tensors = read_checked_weights(weights, &config)?;
         let head = match convention {
             None => config.default_convention,
-            Some(name) => config.conventions.iter().position(|c| c == name).ok_or_else(|| ModelError::ConfigInvalid {
-                path: config_path_for(weights),
-                reason: format!("no convention {name:?}; the model has {:?}", config.conventions),
-            })?,
+            Some(name) => {
+                config.conventions.iter().position(|c| c == name).ok_or_else(|| ModelError::ConfigInvalid {
+                    path: config_path_for(weights),
+                    reason: format!("no convention {name:?}; the model has {:?}", config.conventions),
+                })?
+            }
         };
         let net = Net::fused(&config, &tensors, head, device, precision);
         let origin = Vec::<f32>::try_from(net.label_origins().to_device(Device::Cpu).flatten(0, -1))?;

@@ -96,13 +96,19 @@ mod tests {
             let crop = CropSquare { center: Point::new(66.0, 50.0), side: size as f32, angle_rad: angle, mirror };
             let sample = make_crop(&frame, &crop, &labels, Scheme::P15).unwrap();
             let brightest = (0..sample.pixels.len()).max_by_key(|&i| sample.pixels[i]).unwrap();
-            let seen = Point::new((brightest % size as usize) as f32 / size as f32, (brightest / size as usize) as f32 / size as f32);
+            let seen = Point::new(
+                (brightest % size as usize) as f32 / size as f32,
+                (brightest / size as usize) as f32 / size as f32,
+            );
             let [a, b, c, d] = sample.frame_to_unit;
             let carried = Point::new(a * origin.x + b * origin.y, c * origin.x + d * origin.y);
             let t = sample.targets[0];
             let content = Point::new(t.x - carried.x, t.y - carried.y);
             // Within one crop pixel (the rotated dot lands between pixels).
-            assert!(content.distance(seen) * size as f32 <= 1.0, "angle {angle} mirror {mirror}: {content:?} vs {seen:?}");
+            assert!(
+                content.distance(seen) * size as f32 <= 1.0,
+                "angle {angle} mirror {mirror}: {content:?} vs {seen:?}"
+            );
             // The raw target sits 1 px right of the content in a plain crop and 1 px
             // left of it in a mirrored one: a head trained without the origin learns
             // the mean of the two, 0, and misses the labels by 1 px.

@@ -37,7 +37,11 @@ pub fn parse_csv<R: std::io::Read>(reader: R, path: &Path) -> Result<Vec<Annotat
     if headers.len() != 1 + 2 * POINTS_68 || headers.get(0) != Some("image") {
         return Err(parse_err(
             1,
-            format!("header must be image,x0,y0,...,x67,y67 ({} columns), found {} columns", 1 + 2 * POINTS_68, headers.len()),
+            format!(
+                "header must be image,x0,y0,...,x67,y67 ({} columns), found {} columns",
+                1 + 2 * POINTS_68,
+                headers.len()
+            ),
         ));
     }
     let mut out = Vec::new();
@@ -79,7 +83,11 @@ pub fn read_csv(path: &Path) -> Result<Vec<Annotation>, DataError> {
 
 /// Parses an iBUG `.pts` file: `version: 1`, `n_points: N`, `{`, N lines `x y`, `}`.
 pub fn parse_pts(text: &str, path: &Path) -> Result<Vec<Point>, DataError> {
-    let err = |line: usize, reason: &str| DataError::Parse { path: path.to_owned(), line: line as u64, reason: reason.into() };
+    let err = |line: usize, reason: &str| DataError::Parse {
+        path: path.to_owned(),
+        line: line as u64,
+        reason: reason.into(),
+    };
     let mut lines = text.lines().enumerate().map(|(i, l)| (i + 1, l.trim())).filter(|(_, l)| !l.is_empty());
     let mut n_points = None;
     for (no, l) in lines.by_ref() {

@@ -164,15 +164,12 @@ fn save_checkpoint(
     state: &CheckpointState,
 ) -> Result<()> {
     let json = serde_json::to_vec(state)?;
-    let mut named: Vec<(String, Tensor)> =
-        vs.variables().into_iter().map(|(n, t)| (format!("model.{n}"), t)).collect();
+    let mut named: Vec<(String, Tensor)> = vs.variables().into_iter().map(|(n, t)| (format!("model.{n}"), t)).collect();
     named.extend(opt.state());
     named.extend(average.state());
     named.push((STATE_TENSOR.to_string(), Tensor::from_slice(&json)));
-    fsutil::with_atomic_path(path, |tmp| {
-        Tensor::write_safetensors(&named, tmp).map_err(|e| anyhow::anyhow!("{e}"))
-    })
-    .with_context(|| format!("checkpoint {}: cannot write", path.display()))
+    fsutil::with_atomic_path(path, |tmp| Tensor::write_safetensors(&named, tmp).map_err(|e| anyhow::anyhow!("{e}")))
+        .with_context(|| format!("checkpoint {}: cannot write", path.display()))
 }
 
 fn load_checkpoint(path: &Path) -> Result<(CheckpointState, HashMap<String, Tensor>)> {
@@ -254,8 +251,10 @@ fn validate(net: &Net, cfg: &ModelConfig, set: &data::LoadedSet, head: usize, de
         let values = Vec::<f32>::try_from(out.flatten(0, -1))?;
         let n = scheme.num_points();
         for (k, (_, truth)) in chunk.iter().enumerate() {
-            let unit: Vec<Point> = values[k * 2 * n..(k + 1) * 2 * n].chunks(2).map(|v| Point::new(v[0], v[1])).collect();
-            let pred: Vec<Point> = frame_points_from_unit(&unit, &crops[k], cfg.input_size).into_iter().map(|p| p + origin).collect();
+            let unit: Vec<Point> =
+                values[k * 2 * n..(k + 1) * 2 * n].chunks(2).map(|v| Point::new(v[0], v[1])).collect();
+            let pred: Vec<Point> =
+                frame_points_from_unit(&unit, &crops[k], cfg.input_size).into_iter().map(|p| p + origin).collect();
             errors.push(eval::nme(&pred, truth, scheme));
         }
     }
@@ -303,7 +302,11 @@ pub fn train(opts: &TrainOptions) -> Result<()> {
         .iter()
         .enumerate()
         .flat_map(|(k, set)| {
-            set.images.iter().zip(&set.annotations).map(move |(gray, a)| Face { gray, points: scheme.from_68(&a.points), set: k })
+            set.images.iter().zip(&set.annotations).map(move |(gray, a)| Face {
+                gray,
+                points: scheme.from_68(&a.points),
+                set: k,
+            })
         })
         .collect();
     eprintln!(
@@ -339,7 +342,12 @@ pub fn train(opts: &TrainOptions) -> Result<()> {
         }
         let saved_repeat = if state.repeat.is_empty() { vec![1; opts.repeat.len()] } else { state.repeat.clone() };
         if saved_repeat != opts.repeat {
-            bail!("checkpoint {}: trained with --repeat {:?}, now given {:?}", ckpt_path.display(), saved_repeat, opts.repeat);
+            bail!(
+                "checkpoint {}: trained with --repeat {:?}, now given {:?}",
+                ckpt_path.display(),
+                saved_repeat,
+                opts.repeat
+            );
         }
         eprintln!("resuming {} after epoch {}", ckpt_path.display(), state.history.len());
         Some((state, tensors))
@@ -511,7 +519,9 @@ pub fn train(opts: &TrainOptions) -> Result<()> {
     // The shipped weights are the moving average (the one validated above).
     average.swap();
     save_weights(&vs, &opts.out)?;
-    final_config.save(&config_path_for(&opts.out)).with_context(|| format!("{}: cannot write", config_path_for(&opts.out).display()))?;
+    final_config
+        .save(&config_path_for(&opts.out))
+        .with_context(|| format!("{}: cannot write", config_path_for(&opts.out).display()))?;
     plot::loss_curve(&opts.out.with_extension("loss.png"), &history)?;
     eprintln!(
         "wrote {} and {} ({:.1} min this session, {:.1} min of epochs in all)",
