@@ -7,6 +7,9 @@
 //! the `face68-f32` and `face15-f32` rows are the same models in f32.
 //! Run: `scripts/setup.sh && LIBTORCH_USE_PYTORCH=1 PATH=$PWD/.venv/bin:$PATH cargo bench --bench infer`
 
+// A benchmark is test code: a setup failure should stop it loudly.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use facekp::geometry::{CropPrior, Rect};
 use facekp::imageops;

@@ -8,13 +8,13 @@
 //! `cargo run --release --example false_detections -- WEIGHTS CSV [DETECT_WIDTH]`
 
 use anyhow::Context;
+use facekp::dataset::read_csv;
 use facekp::detect::{DetectorConfig, HaarDetector, DEFAULT_CASCADE};
+use facekp::eval::MATCH_IOU;
 use facekp::face;
 use facekp::geometry::Rect;
 use facekp::imageops;
 use facekp::model::{Keypointer, Precision};
-use facekp::train::data::read_csv;
-use facekp::train::prior::MATCH_IOU;
 use std::path::Path;
 
 fn main() -> anyhow::Result<()> {
@@ -33,8 +33,8 @@ fn main() -> anyhow::Result<()> {
         let gray = imageops::read_gray(&path)?.with_context(|| format!("{}: cannot be read", path.display()))?;
         let truth = Rect::bounding(&a.points);
         for det in detector.detect(&gray)? {
-            let (first, _) = face::faces_in_boxes(&model, &gray, &[det])?.remove(0);
-            let (_, spread) = face::refine(&model, &gray, &[first])?.remove(0);
+            let first = face::faces_in_boxes(&model, &gray, &[det])?.remove(0);
+            let spread = face::refine(&model, &gray, &[first.points])?.remove(0).spread;
             let kept = face::confident(&model, spread);
             let iou = det.iou(&truth);
             println!("{} {iou:.3} {spread:.4} {kept}", a.image);

@@ -81,7 +81,16 @@ fn longest_track_frames(faces_per_frame: &[Vec<Face>]) -> usize {
     counts.values().copied().max().unwrap_or(0)
 }
 
-pub fn report(summary: &RunSummary, scheme: Scheme, still: bool) -> BenchReport {
+/// Whether a bench run measures the jitter of the longest track (`bench --still`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Jitter {
+    Measure,
+    Skip,
+}
+
+/// The figures of a bench run, after [`WARMUP_FRAMES`].
+pub fn report(summary: &RunSummary, scheme: Scheme, jitter_of: Jitter) -> BenchReport {
+    let still = jitter_of == Jitter::Measure;
     let s = &summary.samples;
     let w = WARMUP_FRAMES.min(s.done_secs.len().saturating_sub(2));
     let frames = s.done_secs.len() - w;

@@ -2,32 +2,39 @@
 //! pixels, plus the per-stage timings shown in the overlay; and the step from
 //! detector-like boxes to keypoints that `run` and `eval` share.
 
-use crate::geometry::{frame_points_from_unit, Point, Rect};
+use crate::geometry::{frame_points_from_unit, CropSquare, Point, Rect};
 use crate::imageops;
-use crate::model::Keypointer;
+use crate::model::{Inference, Keypointer};
 use anyhow::Result;
 use opencv::core::Mat;
 
-/// Keypoints (frame pixels) of the faces in detector-like `boxes` of `gray`, as one
-/// CNN batch (each box cropped the way training crops a detection), with each
-/// face's heatmap spread ([`crate::model::Inference::spread`]).
-pub fn faces_in_boxes(model: &Keypointer, gray: &Mat, boxes: &[Rect]) -> Result<Vec<(Vec<Point>, f32)>> {
+/// The CNN's fit of one face: its keypoints in frame pixels and its heatmap spread
+/// ([`crate::model::Inference::spread`]: small where the network is sure of a face).
+#[derive(Debug, Clone, PartialEq)]
+pub struct FaceFit {
+    pub points: Vec<Point>,
+    pub spread: f32,
+}
+
+/// The fits of the faces in detector-like `boxes` of `gray`, as one CNN batch (each
+/// box cropped the way training crops a detection).
+pub fn faces_in_boxes(model: &Keypointer, gray: &Mat, boxes: &[Rect]) -> Result<Vec<FaceFit>> {
     let cfg = model.config();
     let crops: Vec<_> = boxes.iter().map(|b| cfg.crop.crop_for_detection(b)).collect();
     let pixels =
         crops.iter().map(|c| imageops::extract_crop(gray, c, cfg.input_size)).collect::<opencv::Result<Vec<_>>>()?;
     let found = model.infer_scored(&pixels)?;
-    Ok(found
-        .into_iter()
-        .zip(&crops)
-        .map(|(f, c)| (frame_points_from_unit(&f.points, c, cfg.input_size), f.spread))
-        .collect())
+    let fit = |(f, c): (Inference, &CropSquare)| FaceFit {
+        points: frame_points_from_unit(&f.points, c, cfg.input_size),
+        spread: f.spread,
+    };
+    Ok(found.into_iter().zip(&crops).map(fit).collect())
 }
 
 /// The second pass for new detections: each face again, cropped from its first
 /// `points` (the box the detector would give for them), which centres the crop on
 /// the face rather than on the detector's noisy box.
-pub fn refine(model: &Keypointer, gray: &Mat, points: &[Vec<Point>]) -> Result<Vec<(Vec<Point>, f32)>> {
+pub fn refine(model: &Keypointer, gray: &Mat, points: &[Vec<Point>]) -> Result<Vec<FaceFit>> {
     let boxes: Vec<Rect> = points.iter().map(|p| model.config().crop.detection_for_points(p)).collect();
     faces_in_boxes(model, gray, &boxes)
 }
@@ -35,7 +42,7 @@ pub fn refine(model: &Keypointer, gray: &Mat, points: &[Vec<Point>]) -> Result<V
 /// Whether a face's heatmap `spread` is within the model's face threshold
 /// (`ModelConfig::max_spread`; none set: every face is).
 pub fn confident(model: &Keypointer, spread: f32) -> bool {
-    model.config().max_spread.map_or(true, |max| spread <= max)
+    model.config().max_spread.is_none_or(|max| spread <= max)
 }
 
 /// One face in one frame.

@@ -214,7 +214,8 @@ impl CropSquare {
         self.crop_from_frame(input_size).inverse()
     }
 
-    /// The axis-aligned bounding box in the frame (for drawing and overlap tests).
+    /// The axis-aligned bounding box in the frame.
+    #[cfg(test)]
     pub fn bounding_box(&self) -> Rect {
         let r = self.side / 2.0 * (self.angle_rad.cos().abs() + self.angle_rad.sin().abs());
         Rect::from_center(self.center, 2.0 * r, 2.0 * r)

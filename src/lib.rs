@@ -1,10 +1,14 @@
 //! facekp: real-time facial keypoints. Frames come from a [`source`], faces from the
 //! Haar [`detect`]or, crops through [`geometry`] and [`imageops`], keypoints from the
-//! CNN in [`model`]; [`pipeline`] connects the stages, [`render`] and [`output`] are
-//! the sinks, and [`train`] trains and evaluates the models.
+//! CNN in [`model`]; [`track`] follows faces from frame to frame and [`smooth`]
+//! steadies their points; [`pipeline`] connects the stages, [`render`] and
+//! [`output`] are the sinks. [`train`] trains the models, [`eval`] scores them on a
+//! [`dataset`], and [`bench`] measures the pipeline.
 
 pub mod bench;
+pub mod dataset;
 pub mod detect;
+pub mod eval;
 pub mod face;
 pub mod fsutil;
 pub mod geometry;
@@ -13,6 +17,8 @@ pub mod landmarks;
 pub mod model;
 pub mod output;
 pub mod pipeline;
+pub mod plot;
+pub mod progress;
 pub mod render;
 pub mod smooth;
 pub mod source;

@@ -104,13 +104,20 @@ impl KeypointWriter {
         Ok(w)
     }
 
+    fn io_error(&self, source: std::io::Error) -> OutputError {
+        OutputError::Io { flag: "--keypoints", path: self.path.clone(), source }
+    }
+
+    /// `out` is `None` only once the file is finished (or being dropped).
+    fn closed(&self) -> OutputError {
+        self.io_error(std::io::Error::other("the keypoint file is already finished"))
+    }
+
     fn write_line(&mut self, line: &str) -> Result<(), OutputError> {
-        let out = self.out.as_mut().expect("writer used after finish");
-        writeln!(out, "{line}").map_err(|source| OutputError::Io {
-            flag: "--keypoints",
-            path: self.path.clone(),
-            source,
-        })
+        let Some(out) = self.out.as_mut() else {
+            return Err(self.closed());
+        };
+        writeln!(out, "{line}").map_err(|source| self.io_error(source))
     }
 
     pub fn write_frame(&mut self, frame: u64, timestamp_ms: f64, faces: &[Face]) -> Result<(), OutputError> {
@@ -153,7 +160,7 @@ impl KeypointWriter {
                         })
                         .collect(),
                 };
-                let line = serde_json::to_string(&record).expect("keypoint record serializes");
+                let line = serde_json::to_string(&record).map_err(|e| self.io_error(e.into()))?;
                 self.write_line(&line)
             }
         }
@@ -161,8 +168,10 @@ impl KeypointWriter {
 
     /// Flushes and moves the file to its final name.
     pub fn finish(mut self) -> Result<PathBuf, OutputError> {
+        let Some(out) = self.out.take() else {
+            return Err(self.closed());
+        };
         let io = |source| OutputError::Io { flag: "--keypoints", path: self.path.clone(), source };
-        let out = self.out.take().expect("finish called once");
         let file = out.into_inner().map_err(|e| io(e.into_error()))?;
         file.sync_all().map_err(io)?;
         std::fs::rename(&self.tmp, &self.path).map_err(io)?;

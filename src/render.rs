@@ -52,6 +52,44 @@ pub struct OverlayStats {
     pub times: StageTimes,
 }
 
+/// Line thickness and text scale for a frame: sized for 640 px, larger frames
+/// draw larger.
+#[derive(Debug, Clone, Copy)]
+struct Pen {
+    scale: f64,
+    thick: i32,
+}
+
+impl Pen {
+    fn for_frame(frame: &Mat) -> Pen {
+        let scale = (frame.cols().max(frame.rows()) as f64 / 640.0).max(0.5);
+        Pen { scale, thick: (scale.round() as i32).max(1) }
+    }
+
+    fn text(
+        &self,
+        frame: &mut Mat,
+        text: &str,
+        at: CvPoint,
+        size: f64,
+        color: Scalar,
+        thick: i32,
+    ) -> opencv::Result<()> {
+        let font_scale = size * self.scale;
+        imgproc::put_text(
+            frame,
+            text,
+            at,
+            imgproc::FONT_HERSHEY_SIMPLEX,
+            font_scale,
+            color,
+            thick,
+            imgproc::LINE_AA,
+            false,
+        )
+    }
+}
+
 /// Draws boxes, track ids, contours and points of `faces`, and the stats line, into `frame` (BGR).
 pub fn draw_overlay(
     frame: &mut Mat,
@@ -60,83 +98,53 @@ pub fn draw_overlay(
     options: &OverlayOptions,
     stats: Option<&OverlayStats>,
 ) -> opencv::Result<()> {
-    let scale = (frame.cols().max(frame.rows()) as f64 / 640.0).max(0.5);
-    let thick = (scale.round() as i32).max(1);
+    let pen = Pen::for_frame(frame);
     for face in faces {
-        let face_px = face.box_in_frame.w.max(1.0) as f64;
         if options.boxes {
-            let b = face.box_in_frame;
-            let r = CvRect::new(b.x.round() as i32, b.y.round() as i32, b.w.round() as i32, b.h.round() as i32);
-            imgproc::rectangle(frame, r, bgr(BOX_RGB), thick, imgproc::LINE_8, 0)?;
-            imgproc::put_text(
-                frame,
-                &format!("#{}", face.track),
-                CvPoint::new(r.x, (r.y - 4).max(10)),
-                imgproc::FONT_HERSHEY_SIMPLEX,
-                0.45 * scale,
-                bgr(BOX_RGB),
-                thick,
-                imgproc::LINE_AA,
-                false,
-            )?;
+            draw_box(frame, face, pen)?;
         }
         if options.contours {
             for (a, b) in scheme.contour_segments() {
                 let color = bgr(region_rgb(scheme.region(a)));
-                imgproc::line(
-                    frame,
-                    cv_point(face.points[a]),
-                    cv_point(face.points[b]),
-                    color,
-                    1,
-                    imgproc::LINE_AA,
-                    0,
-                )?;
+                let (pa, pb) = (cv_point(face.points[a]), cv_point(face.points[b]));
+                imgproc::line(frame, pa, pb, color, 1, imgproc::LINE_AA, 0)?;
             }
         }
-        let radius = ((face_px / 90.0).round() as i32).clamp(1, 6);
+        let radius = ((face.box_in_frame.w.max(1.0) / 90.0).round() as i32).clamp(1, 6);
         for (i, p) in face.points.iter().enumerate() {
             let color = bgr(region_rgb(scheme.region(i)));
             imgproc::circle(frame, cv_point(*p), radius, color, -1, imgproc::LINE_8, 0)?;
         }
     }
-    if let (true, Some(s)) = (options.stats, stats) {
-        let t = &s.times;
-        let text = format!(
-            "faces {}  {:.1} fps  detect {:.1} ms{}  infer {:.1} ms  draw {:.1} ms",
-            faces.len(),
-            s.fps,
-            t.detect_ms,
-            if t.detector_ran { "" } else { " (tracked)" },
-            t.infer_ms,
-            t.draw_ms
-        );
-        let origin = CvPoint::new(8, (18.0 * scale) as i32);
-        let font_scale = 0.5 * scale;
-        imgproc::put_text(
-            frame,
-            &text,
-            origin,
-            imgproc::FONT_HERSHEY_SIMPLEX,
-            font_scale,
-            Scalar::all(0.0),
-            thick + 2,
-            imgproc::LINE_AA,
-            false,
-        )?;
-        imgproc::put_text(
-            frame,
-            &text,
-            origin,
-            imgproc::FONT_HERSHEY_SIMPLEX,
-            font_scale,
-            Scalar::all(255.0),
-            thick,
-            imgproc::LINE_AA,
-            false,
-        )?;
+    match (options.stats, stats) {
+        (true, Some(s)) => draw_stats(frame, faces.len(), s, pen),
+        _ => Ok(()),
     }
-    Ok(())
+}
+
+/// A face's box and track id.
+fn draw_box(frame: &mut Mat, face: &Face, pen: Pen) -> opencv::Result<()> {
+    let b = face.box_in_frame;
+    let r = CvRect::new(b.x.round() as i32, b.y.round() as i32, b.w.round() as i32, b.h.round() as i32);
+    imgproc::rectangle(frame, r, bgr(BOX_RGB), pen.thick, imgproc::LINE_8, 0)?;
+    let at = CvPoint::new(r.x, (r.y - 4).max(10));
+    pen.text(frame, &format!("#{}", face.track), at, 0.45, bgr(BOX_RGB), pen.thick)
+}
+
+/// The stats line at the top left: white on a black outline.
+fn draw_stats(frame: &mut Mat, faces: usize, s: &OverlayStats, pen: Pen) -> opencv::Result<()> {
+    let t = &s.times;
+    let text = format!(
+        "faces {faces}  {:.1} fps  detect {:.1} ms{}  infer {:.1} ms  draw {:.1} ms",
+        s.fps,
+        t.detect_ms,
+        if t.detector_ran { "" } else { " (tracked)" },
+        t.infer_ms,
+        t.draw_ms
+    );
+    let at = CvPoint::new(8, (18.0 * pen.scale) as i32);
+    pen.text(frame, &text, at, 0.5, Scalar::all(0.0), pen.thick + 2)?;
+    pen.text(frame, &text, at, 0.5, Scalar::all(255.0), pen.thick)
 }
 
 /// Annotated video output: written under a temporary name, renamed by [`VideoSink::finish`].

@@ -293,17 +293,26 @@ impl FrameSource for CameraSource {
 }
 
 /// Camera indices that open, with their default mode: (index, width, height, fps).
-pub fn list_cameras(max_index: i32) -> Vec<(i32, u32, u32, f64)> {
+/// A camera that opens, with its default mode.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CameraMode {
+    pub index: i32,
+    pub width: u32,
+    pub height: u32,
+    pub fps: f64,
+}
+
+pub fn list_cameras(max_index: i32) -> Vec<CameraMode> {
     (0..max_index)
         .filter_map(|i| {
             let cap = VideoCapture::new(i, videoio::CAP_V4L2).ok()?;
             if !cap.is_opened().ok()? {
                 return None;
             }
-            let w = cap.get(videoio::CAP_PROP_FRAME_WIDTH).ok()? as u32;
-            let h = cap.get(videoio::CAP_PROP_FRAME_HEIGHT).ok()? as u32;
-            let f = cap.get(videoio::CAP_PROP_FPS).ok()?;
-            Some((i, w, h, f))
+            let width = cap.get(videoio::CAP_PROP_FRAME_WIDTH).ok()? as u32;
+            let height = cap.get(videoio::CAP_PROP_FRAME_HEIGHT).ok()? as u32;
+            let fps = cap.get(videoio::CAP_PROP_FPS).ok()?;
+            Some(CameraMode { index: i, width, height, fps })
         })
         .collect()
 }

@@ -62,6 +62,17 @@ impl Default for TrackerParams {
     }
 }
 
+/// Where a followed face is cropped on the frames after its first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CropMode {
+    /// From its own last keypoints, moved by its last motion (tracking): the
+    /// detector only has to find new faces.
+    Keypoints,
+    /// From the detector box that matches it (the detector runs on every frame);
+    /// tracks only carry ids and filters.
+    Detections,
+}
+
 /// Where a candidate crop came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Origin {
@@ -107,16 +118,16 @@ pub struct Tracker {
     params: TrackerParams,
     prior: CropPrior,
     smoothing: Option<OneEuroParams>,
-    tracking: bool,
+    crops: CropMode,
     tracks: Vec<Track>,
     next_id: u64,
 }
 
 impl Tracker {
-    /// `tracking`: crop tracked faces from their points; when false, every crop is
-    /// a detector box (detect on every frame) and tracks only carry ids and filters.
-    pub fn new(prior: CropPrior, params: TrackerParams, smoothing: Option<OneEuroParams>, tracking: bool) -> Self {
-        Self { params, prior, smoothing, tracking, tracks: Vec::new(), next_id: 0 }
+    /// `crops`: where followed faces are cropped; `smoothing`: One Euro filtering
+    /// of each track's points, or raw points.
+    pub fn new(prior: CropPrior, params: TrackerParams, smoothing: Option<OneEuroParams>, crops: CropMode) -> Self {
+        Self { params, prior, smoothing, crops, tracks: Vec::new(), next_id: 0 }
     }
 
     pub fn prior(&self) -> &CropPrior {
@@ -127,6 +138,7 @@ impl Tracker {
         &self.params
     }
 
+    #[cfg(test)]
     pub fn track_count(&self) -> usize {
         self.tracks.len()
     }
@@ -137,7 +149,7 @@ impl Tracker {
     pub fn plan(&mut self, detections: Option<&[Rect]>) -> Vec<Candidate> {
         let mut candidates = Vec::new();
         let Some(detections) = detections else {
-            if self.tracking {
+            if self.crops == CropMode::Keypoints {
                 candidates.extend((0..self.tracks.len()).map(|k| Candidate {
                     box_in_frame: self.tracks[k].predicted_box(),
                     track: Some(k),
@@ -152,13 +164,16 @@ impl Tracker {
             match matched[k] {
                 Some(d) => {
                     t.missed_detections = 0;
-                    let (box_in_frame, origin) =
-                        if self.tracking { (t.predicted_box(), Origin::Tracked) } else { (d, Origin::Redetected) };
+                    let (box_in_frame, origin) = if self.crops == CropMode::Keypoints {
+                        (t.predicted_box(), Origin::Tracked)
+                    } else {
+                        (d, Origin::Redetected)
+                    };
                     candidates.push(Candidate { box_in_frame, track: Some(k), origin });
                 }
                 None => {
                     t.missed_detections += 1;
-                    if self.tracking && t.missed_detections < self.params.max_missed_detections {
+                    if self.crops == CropMode::Keypoints && t.missed_detections < self.params.max_missed_detections {
                         candidates.push(Candidate {
                             box_in_frame: t.predicted_box(),
                             track: Some(k),
@@ -194,7 +209,7 @@ impl Tracker {
     /// only): the faces a whole-frame detector run missed, to look for again closely
     /// before counting a miss.
     pub fn unconfirmed(&self, detections: &[Rect]) -> Vec<Rect> {
-        if !self.tracking {
+        if self.crops != CropMode::Keypoints {
             return Vec::new();
         }
         let (matched, _) = self.match_detections(detections);
@@ -301,8 +316,8 @@ mod tests {
 
     const FRAME: (u32, u32) = (640, 480);
 
-    fn tracker(tracking: bool) -> Tracker {
-        Tracker::new(prior(), TrackerParams::default(), None, tracking)
+    fn tracker(crops: CropMode) -> Tracker {
+        Tracker::new(prior(), TrackerParams::default(), None, crops)
     }
 
     /// Runs one frame where the CNN finds exactly `truth` in every crop that holds it.
@@ -327,7 +342,7 @@ mod tests {
 
     #[test]
     fn a_moving_face_keeps_its_id_and_the_crop_leads_by_its_velocity() {
-        let mut t = tracker(true);
+        let mut t = tracker(CropMode::Keypoints);
         let at = |x: f32| Rect::new(x, 50.0, 120.0, 120.0);
         let faces = frame(&mut t, Some(&[at(100.0)]), at(100.0), 0.0);
         assert_eq!(faces.len(), 1);
@@ -344,7 +359,7 @@ mod tests {
 
     #[test]
     fn points_that_leave_the_crop_lose_the_track() {
-        let mut t = tracker(true);
+        let mut t = tracker(CropMode::Keypoints);
         let b = Rect::new(100.0, 50.0, 120.0, 120.0);
         frame(&mut t, Some(&[b]), b, 0.0);
         // A scene cut: the CNN's points now describe a box far from the crop.
@@ -355,7 +370,7 @@ mod tests {
 
     #[test]
     fn a_face_that_shrinks_implausibly_fast_is_lost() {
-        let mut t = tracker(true);
+        let mut t = tracker(CropMode::Keypoints);
         let b = Rect::new(100.0, 50.0, 120.0, 120.0);
         frame(&mut t, Some(&[b]), b, 0.0);
         // 25% smaller in one frame but centred in the crop (IoU 0.56 > keep_iou).
@@ -365,7 +380,7 @@ mod tests {
 
     #[test]
     fn a_detection_whose_points_describe_another_box_is_rejected() {
-        let mut t = tracker(true);
+        let mut t = tracker(CropMode::Keypoints);
         let det = Rect::new(100.0, 100.0, 200.0, 200.0);
         // The CNN puts a small face in the top-left corner of the box: not this face.
         let faces = frame(&mut t, Some(&[det]), Rect::new(100.0, 100.0, 80.0, 80.0), 0.0);
@@ -374,7 +389,7 @@ mod tests {
 
     #[test]
     fn duplicates_keep_the_older_track_and_unconfirmed_tracks_expire() {
-        let mut t = tracker(true);
+        let mut t = tracker(CropMode::Keypoints);
         let b = Rect::new(100.0, 50.0, 120.0, 120.0);
         let first = frame(&mut t, Some(&[b]), b, 0.0)[0].track;
         // A second detection that matches no track, whose points land on the same
@@ -400,7 +415,7 @@ mod tests {
 
     #[test]
     fn tracks_no_detection_matches_are_listed_for_a_closer_look() {
-        let mut t = tracker(true);
+        let mut t = tracker(CropMode::Keypoints);
         let a = Rect::new(100.0, 50.0, 120.0, 120.0);
         let b = Rect::new(400.0, 50.0, 120.0, 120.0);
         let plan = t.plan(Some(&[a, b]));
@@ -410,12 +425,12 @@ mod tests {
         assert_eq!(missed.len(), 1);
         assert!(missed[0].iou(&b) > 0.99, "{missed:?}");
         assert!(t.unconfirmed(&[a, b]).is_empty());
-        assert!(tracker(false).unconfirmed(&[]).is_empty());
+        assert!(tracker(CropMode::Detections).unconfirmed(&[]).is_empty());
     }
 
     #[test]
     fn without_tracking_crops_are_the_detections_and_ids_carry_over() {
-        let mut t = tracker(false);
+        let mut t = tracker(CropMode::Detections);
         let b = Rect::new(100.0, 50.0, 120.0, 120.0);
         let id = frame(&mut t, Some(&[b]), b, 0.0)[0].track;
         assert!(t.plan(None).is_empty(), "no crops without a detection");
@@ -430,7 +445,7 @@ mod tests {
 
     #[test]
     fn a_face_nested_in_an_older_face_is_dropped() {
-        let mut t = tracker(true);
+        let mut t = tracker(CropMode::Keypoints);
         let b = Rect::new(100.0, 50.0, 120.0, 120.0);
         let first = frame(&mut t, Some(&[b]), b, 0.0)[0].track;
         // Haar fires on the lower half of the face; the CNN fits a small face there.
@@ -444,7 +459,7 @@ mod tests {
 
     #[test]
     fn a_face_leaving_the_frame_is_followed_past_the_border_then_lost() {
-        let mut t = tracker(true);
+        let mut t = tracker(CropMode::Keypoints);
         let at = |x: f32| Rect::new(x, 50.0, 120.0, 120.0);
         let id = frame(&mut t, Some(&[at(40.0)]), at(40.0), 0.0)[0].track;
         // Moving left 30 px per frame; at -50 a third of the box is outside: followed.

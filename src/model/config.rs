@@ -31,7 +31,7 @@ pub struct ModelConfig {
     /// Optional face threshold: a new detection whose heatmap spread
     /// ([`super::Inference::spread`]) exceeds this is dropped. `train` does not set
     /// it: no value measured here rejects Haar's false detections without also
-    /// dropping small, blurred real faces (see the README).
+    /// dropping small, blurred real faces (docs/MODEL.md).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_spread: Option<f32>,
     /// How the weights were made (informational).

@@ -9,7 +9,8 @@ use opencv::core::{Mat, Size};
 use opencv::imgproc;
 use opencv::prelude::*;
 use rand::Rng;
-use rand_distr::{Distribution, Normal, StandardNormal};
+use rand_distr::{Distribution, StandardNormal};
+use tch::{Device, Kind, Tensor};
 
 /// Detector-box jitter, as a multiple of the measured standard deviations.
 pub const BOX_JITTER: f32 = 1.25;
@@ -57,7 +58,7 @@ pub fn random_crop<R: Rng>(
     let (zx, zy, zs) = (z() * BOX_JITTER, z() * BOX_JITTER, z() * BOX_JITTER);
     let detection = prior.detection_for_points_jittered(points, zx, zy, zs);
     let mut crop = prior.crop_for_detection(&detection);
-    let angle: f32 = Normal::new(0.0, ROTATION_STD_DEG).unwrap().sample(rng);
+    let angle = z() * ROTATION_STD_DEG;
     crop.angle_rad = angle.clamp(-MAX_ROTATION_DEG, MAX_ROTATION_DEG).to_radians();
     crop.mirror = rng.gen_bool(MIRROR_PROB);
     let mut sample = make_crop(gray, &crop, points, scheme)?;
@@ -70,6 +71,26 @@ pub fn random_crop<R: Rng>(
         sample.pixels = dst.data_bytes()?.to_vec();
     }
     Ok(sample)
+}
+
+/// Brightness, contrast, gamma and noise, per sample, on `[B, 1, S, S]` in `[0, 1]`.
+pub fn photometric(x: &Tensor) -> Tensor {
+    let b = x.size()[0];
+    let opts = (Kind::Float, x.device());
+    let gamma = (Tensor::rand([b, 1, 1, 1], opts) * 0.8 - 0.4).exp();
+    let contrast = Tensor::rand([b, 1, 1, 1], opts) * 0.8 + 0.6;
+    let brightness = Tensor::rand([b, 1, 1, 1], opts) * 0.3 - 0.15;
+    let noise_sigma = Tensor::rand([b, 1, 1, 1], opts) * 0.04;
+    let x = x.clamp(1e-4, 1.0).pow(&gamma);
+    let x = (x - 0.5) * contrast + 0.5 + brightness;
+    (&x + x.randn_like() * noise_sigma).clamp(0.0, 1.0)
+}
+
+/// A batch `[B, 1, S, S]` of `size`² gray crops, as floats in `[0, 1]`.
+pub fn batch_tensor(pixels: &[&[u8]], size: u32, device: Device) -> Tensor {
+    let s = size as i64;
+    let flat: Vec<u8> = pixels.iter().flat_map(|p| p.iter().copied()).collect();
+    Tensor::from_slice(&flat).view([pixels.len() as i64, 1, s, s]).to_device(device).to_kind(Kind::Float) / 255.0
 }
 
 #[cfg(test)]

@@ -78,3 +78,12 @@ impl AdamW {
         });
     }
 }
+
+/// Cosine schedule with a linear warm-up, ending at 1% of the peak.
+pub fn learning_rate(peak: f64, step: i64, warmup: i64, total: i64) -> f64 {
+    if step < warmup {
+        return peak * (step + 1) as f64 / warmup as f64;
+    }
+    let t = (step - warmup) as f64 / (total - warmup).max(1) as f64;
+    peak * (0.01 + 0.99 * 0.5 * (1.0 + (std::f64::consts::PI * t.min(1.0)).cos()))
+}

@@ -3,24 +3,9 @@
 //! ([`crate::geometry::CropPrior`]).
 
 use crate::detect::{DetectError, HaarDetector};
+use crate::eval::match_detection;
 use crate::geometry::{points_size, CropPrior, Point, Rect};
 use opencv::core::Mat;
-
-/// A detection is matched to a face when its IoU with the box of the true points is
-/// at least this (the same rule `eval --boxes haar` uses).
-pub const MATCH_IOU: f32 = 0.3;
-
-/// The detection that matches `points`, if any: the highest IoU with the true
-/// points' box, at least [`MATCH_IOU`].
-pub fn match_detection(detections: &[Rect], points68: &[Point]) -> Option<Rect> {
-    let truth = Rect::bounding(points68);
-    detections
-        .iter()
-        .map(|d| (d.iou(&truth), *d))
-        .filter(|(iou, _)| *iou >= MATCH_IOU)
-        .max_by(|a, b| a.0.total_cmp(&b.0))
-        .map(|(_, d)| d)
-}
 
 /// One matched detection, in units of the points' size.
 #[derive(Debug, Clone, Copy)]
@@ -113,15 +98,5 @@ mod tests {
         let (m, s) = robust_mean_std(&v);
         assert!((m - 0.45).abs() < 1e-4, "{m}");
         assert!(s < 0.3, "{s}");
-    }
-
-    #[test]
-    fn matching_takes_the_best_overlap_above_the_threshold() {
-        let pts = [Point::new(10.0, 10.0), Point::new(50.0, 50.0)];
-        let far = Rect::new(200.0, 200.0, 40.0, 40.0);
-        let near = Rect::new(12.0, 12.0, 40.0, 40.0);
-        let exact = Rect::new(10.0, 10.0, 40.0, 40.0);
-        assert_eq!(match_detection(&[far], &pts), None);
-        assert_eq!(match_detection(&[far, near, exact], &pts), Some(exact));
     }
 }

@@ -2,7 +2,7 @@
 //! distribution (CED) of an evaluation. Text uses DejaVu Sans from the system
 //! (Debian's fonts-dejavu-core, installed by scripts/setup.sh).
 
-use super::EpochRecord;
+use crate::train::EpochRecord;
 use anyhow::{Context, Result};
 use plotters::prelude::*;
 use plotters::style::FontStyle;

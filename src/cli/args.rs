@@ -1,0 +1,370 @@
+//! The command line (clap derive): commands, their flags and help texts, and the
+//! value checks that can be made before anything is opened.
+
+use clap::builder::{PossibleValue, TypedValueParser};
+use clap::error::ErrorKind;
+use clap::{Parser, Subcommand, ValueEnum};
+use facekp::eval::Boxes;
+use facekp::landmarks::Scheme;
+use facekp::model::{DeviceChoice, PrecisionChoice};
+use std::ffi::OsStr;
+use std::marker::PhantomData;
+use std::path::PathBuf;
+
+/// Detector cadence when tracking (see `--detect-every`): new faces are picked up
+/// within a third of a second at 30 fps, and the cascade (about 40 ms at 320 px on
+/// one core) costs 4 ms per frame, spread over frames by the detect stage.
+const DEFAULT_DETECT_EVERY: u32 = 10;
+/// Thread pools on a 2-core machine: the pipeline already runs decode, detection,
+/// the face stage and the sinks in their own threads, so the CNN gets one thread;
+/// OpenCV gets two, because the Haar cascade is the longest single job and splits
+/// its pyramid over both cores (docs/ARCHITECTURE.md).
+const DEFAULT_CNN_THREADS: i32 = 1;
+const DEFAULT_CV_THREADS: i32 = 2;
+/// The highest frame rate a camera may be asked for.
+const MAX_FPS: f64 = 1000.0;
+
+#[derive(Parser)]
+#[command(name = "facekp", version, about = "Real-time facial keypoints: Haar cascade + CNN (libtorch)")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Find faces and their keypoints in a camera, video or image folder
+    /// (no source: camera 0 if it opens, else the bundled sample video)
+    Run(RunArgs),
+    /// Measure speed (decode, detect/track, infer, draw; no window, no files), or
+    /// keypoint steadiness on a still photo with fresh noise every frame
+    Bench(BenchArgs),
+    /// List camera indices that open, with their default mode
+    Cameras,
+    /// Train a keypoint CNN on data set folders (train.csv, val.csv, images/)
+    Train(TrainArgs),
+    /// Evaluate a model on an annotated CSV: NME, failure rate, per region, speed
+    Eval(EvalArgs),
+}
+
+#[derive(clap::Args)]
+#[group(multiple = false)]
+pub struct SourceArgs {
+    /// Camera index (V4L2)
+    #[arg(long)]
+    pub camera: Option<i32>,
+    /// Video file (anything OpenCV's FFmpeg backend decodes), named pipe or device
+    #[arg(long)]
+    pub video: Option<PathBuf>,
+    /// Folder of jpg/png/bmp images, read in name order
+    #[arg(long)]
+    pub images: Option<PathBuf>,
+}
+
+/// The CNN's device and number format, shared by `run`, `bench` and `eval`.
+#[derive(clap::Args)]
+pub struct DeviceArgs {
+    /// Where the CNN runs: auto is CUDA when libtorch sees a GPU, else the CPU
+    #[arg(long, default_value = "auto", value_parser = choice::<DeviceChoice>("device"))]
+    pub device: DeviceChoice,
+    /// CNN number format: auto is bf16 convolutions on a CPU with AVX512-BF16,
+    /// else f32
+    #[arg(long, default_value = "auto", value_parser = choice::<PrecisionChoice>("precision"))]
+    pub precision: PrecisionChoice,
+}
+
+/// The model to run, shared by `run` and `bench`.
+#[derive(clap::Args)]
+pub struct ModelArgs {
+    /// Points of the model: 68 (224 px input) or 15 (96 px input)
+    #[arg(long = "points", visible_alias = "model", value_name = "68|15", default_value = "68", value_parser = parse_scheme)]
+    pub scheme: Scheme,
+    /// Weights (default: the shipped model); its NAME.json must be beside it
+    #[arg(long)]
+    pub weights: Option<PathBuf>,
+    #[command(flatten)]
+    pub device: DeviceArgs,
+}
+
+/// Detection, tracking, smoothing and thread settings shared by `run` and `bench`.
+#[derive(clap::Args)]
+pub struct TrackingArgs {
+    /// Run the Haar detector every N frames to find new faces (and at once when a
+    /// track is lost); in between, follow faces by their keypoints
+    #[arg(long, default_value_t = DEFAULT_DETECT_EVERY, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub detect_every: u32,
+    /// No tracking: run the detector on every frame and crop every face from its box
+    #[arg(long)]
+    pub no_track: bool,
+    /// Frames wider than this are downscaled for the Haar detector; larger finds
+    /// smaller faces, slower [default: 320 for cameras and videos, 640 for --images]
+    #[arg(long, value_parser = clap::value_parser!(u32).range(64..=8192))]
+    pub detect_width: Option<u32>,
+    /// One Euro filter: minimum cutoff (Hz); lower is steadier
+    #[arg(long, default_value_t = facekp::smooth::DEFAULT_MIN_CUTOFF_HZ, value_parser = positive_frequency, allow_negative_numbers = true)]
+    pub smooth_min_cutoff: f32,
+    /// One Euro filter: speed coefficient; higher lags less on fast motion
+    #[arg(long, default_value_t = facekp::smooth::DEFAULT_BETA, value_parser = non_negative, allow_negative_numbers = true)]
+    pub smooth_beta: f32,
+    /// Raw keypoints, no smoothing
+    #[arg(long)]
+    pub no_smooth: bool,
+    /// Haar cascade file (OpenCV XML)
+    #[arg(long, default_value = facekp::detect::DEFAULT_CASCADE)]
+    pub cascade: PathBuf,
+    /// libtorch threads for the CNN (intra-op)
+    #[arg(long, default_value_t = DEFAULT_CNN_THREADS, value_parser = clap::value_parser!(i32).range(1..=256))]
+    pub cnn_threads: i32,
+    /// OpenCV threads (Haar detector, warps, drawing)
+    #[arg(long, default_value_t = DEFAULT_CV_THREADS, value_parser = clap::value_parser!(i32).range(1..=256))]
+    pub cv_threads: i32,
+}
+
+#[derive(clap::Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub source: SourceArgs,
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// No window (the default when there is no display)
+    #[arg(long)]
+    pub headless: bool,
+    /// Annotated video (.mp4 or .avi), same size and fps as the input
+    #[arg(long)]
+    pub output: Option<PathBuf>,
+    /// Keypoint file: .csv (a row per face) or .jsonl (an object per frame)
+    #[arg(long)]
+    pub keypoints: Option<PathBuf>,
+    /// Stop after this many frames
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_frames: Option<u64>,
+    /// Camera: requested width
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=16384))]
+    pub width: Option<u32>,
+    /// Camera: requested height
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=16384))]
+    pub height: Option<u32>,
+    /// Camera: requested frame rate
+    #[arg(long, value_parser = frame_rate)]
+    pub fps: Option<f64>,
+    #[command(flatten)]
+    pub tracking: TrackingArgs,
+}
+
+#[derive(clap::Args)]
+pub struct BenchArgs {
+    /// Video to process
+    #[arg(long, conflicts_with = "still", required_unless_present = "still")]
+    pub video: Option<PathBuf>,
+    /// Photo repeated every frame with Gaussian noise (sigma 3 grey levels)
+    #[arg(long)]
+    pub still: Option<PathBuf>,
+    /// Frames to process (default: the whole video; 300 for --still)
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    pub frames: Option<u64>,
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Play the video at its frame rate as a live camera (stale frames dropped)
+    /// and report capture-to-display latency
+    #[arg(long, requires = "video")]
+    pub live: bool,
+    /// Also run the video detecting on every frame and report how far tracked
+    /// keypoints are from those, and any face run of 10+ frames the tracker misses
+    #[arg(long, requires = "video")]
+    pub compare: bool,
+    /// Print the figures as one JSON object on the last line
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub tracking: TrackingArgs,
+}
+
+#[derive(clap::Args)]
+pub struct TrainArgs {
+    /// Points of the model: 68 (224 px input) or 15 (96 px input)
+    #[arg(long, value_name = "68|15", value_parser = parse_scheme)]
+    pub points: Scheme,
+    /// Data set folders, comma separated
+    #[arg(long, value_delimiter = ',', required = true)]
+    pub data: Vec<PathBuf>,
+    /// Times each --data folder's faces enter every epoch, comma separated, one
+    /// per folder (default: 1 each)
+    #[arg(long, value_delimiter = ',', value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub repeat: Vec<u32>,
+    /// Weights file to write (NAME.safetensors; NAME.json and NAME.loss.png beside it)
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Epochs of the whole run (a resumed run continues up to this many)
+    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u32).range(1..=10000))]
+    pub epochs: u32,
+    /// Continue from NAME.ckpt (written after every epoch)
+    #[arg(long)]
+    pub resume: bool,
+    /// Random seed of the augmentation, shuffling and initial weights
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Where to train: auto is CUDA when libtorch sees a GPU, else the CPU
+    #[arg(long, default_value = "auto", value_parser = choice::<DeviceChoice>("device"))]
+    pub device: DeviceChoice,
+    /// Crops per optimizer step
+    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u32).range(2..=4096))]
+    pub batch_size: u32,
+    /// Peak learning rate of the cosine schedule
+    #[arg(long, default_value_t = 2e-3, value_parser = positive_rate, allow_negative_numbers = true)]
+    pub lr: f64,
+    /// Haar cascade file, to measure the crop prior
+    #[arg(long, default_value = facekp::detect::DEFAULT_CASCADE)]
+    pub cascade: PathBuf,
+}
+
+#[derive(clap::Args)]
+pub struct EvalArgs {
+    /// Points of the model: 68 (224 px input) or 15 (96 px input)
+    #[arg(long, value_name = "68|15", value_parser = parse_scheme)]
+    pub points: Scheme,
+    /// Data set CSV (image,x0,y0,...,x67,y67)
+    #[arg(long)]
+    pub csv: PathBuf,
+    /// Image folder (default: images/ beside the CSV)
+    #[arg(long)]
+    pub images: Option<PathBuf>,
+    /// Weights (default: the shipped model for --points)
+    #[arg(long)]
+    pub weights: Option<PathBuf>,
+    /// Where each face's crop comes from
+    #[arg(long, value_enum, default_value = "haar")]
+    pub boxes: Boxes,
+    /// Annotation convention (output head), e.g. ytf68 or helen68 (default: the
+    /// CSV folder's name when the model has that head, else the model's default)
+    #[arg(long)]
+    pub convention: Option<String>,
+    /// Write the cumulative error distribution as PNG
+    #[arg(long)]
+    pub plot: Option<PathBuf>,
+    /// Print the figures as one JSON object on the last line
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub device: DeviceArgs,
+    /// Haar cascade file (OpenCV XML)
+    #[arg(long, default_value = facekp::detect::DEFAULT_CASCADE)]
+    pub cascade: PathBuf,
+}
+
+fn parse_scheme(s: &str) -> Result<Scheme, String> {
+    s.parse::<u32>().ok().and_then(Scheme::from_count).ok_or_else(|| format!("{s:?} is not a model: use 68 or 15"))
+}
+
+/// A parser for a closed set of values that names the flag and the choices in its
+/// message ("precision f16: expected auto, f32 or bf16") and lists them in `--help`.
+#[derive(Clone)]
+struct Choice<E> {
+    what: &'static str,
+    values: PhantomData<E>,
+}
+
+fn choice<E>(what: &'static str) -> Choice<E> {
+    Choice { what, values: PhantomData }
+}
+
+impl<E: ValueEnum> Choice<E> {
+    fn names() -> Vec<String> {
+        E::value_variants().iter().filter_map(|v| v.to_possible_value()).map(|p| p.get_name().to_string()).collect()
+    }
+
+    fn parse(&self, s: &str) -> Result<E, String> {
+        E::from_str(s, false).map_err(|_| {
+            let names = Self::names();
+            let (last, rest) = names.split_last().map_or(("", &[][..]), |(l, r)| (l.as_str(), r));
+            format!("{} {s}: expected {} or {last}", self.what, rest.join(", "))
+        })
+    }
+}
+
+impl<E: ValueEnum + Clone + Send + Sync + 'static> TypedValueParser for Choice<E> {
+    type Value = E;
+
+    fn parse_ref(&self, cmd: &clap::Command, _arg: Option<&clap::Arg>, value: &OsStr) -> Result<E, clap::Error> {
+        self.parse(&value.to_string_lossy())
+            .map_err(|message| clap::Error::raw(ErrorKind::InvalidValue, message + "\n").with_cmd(cmd))
+    }
+
+    fn possible_values(&self) -> Option<Box<dyn Iterator<Item = PossibleValue> + '_>> {
+        Some(Box::new(E::value_variants().iter().filter_map(|v| v.to_possible_value())))
+    }
+}
+
+fn parse_float(s: &str) -> Result<f64, String> {
+    s.parse::<f64>().ok().filter(|v| v.is_finite()).ok_or_else(|| format!("{s:?} is not a number"))
+}
+
+fn frame_rate(s: &str) -> Result<f64, String> {
+    let f = parse_float(s)?;
+    if f > 0.0 && f <= MAX_FPS {
+        Ok(f)
+    } else {
+        Err(format!("{s}: must be a frame rate between 0 and {MAX_FPS}"))
+    }
+}
+
+fn positive_frequency(s: &str) -> Result<f32, String> {
+    let f = parse_float(s)?;
+    if f > 0.0 {
+        Ok(f as f32)
+    } else {
+        Err(format!("{s}: must be a positive frequency"))
+    }
+}
+
+fn non_negative(s: &str) -> Result<f32, String> {
+    let f = parse_float(s)?;
+    if f >= 0.0 {
+        Ok(f as f32)
+    } else {
+        Err(format!("{s}: must be zero or positive"))
+    }
+}
+
+fn positive_rate(s: &str) -> Result<f64, String> {
+    let f = parse_float(s)?;
+    if f > 0.0 {
+        Ok(f)
+    } else {
+        Err(format!("{s}: must be positive"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    /// Closed sets name the flag and every choice; bad numbers name the rule.
+    #[test]
+    fn value_checks_say_what_is_wrong() {
+        let err = choice::<PrecisionChoice>("precision").parse("fp16").unwrap_err();
+        assert_eq!(err, "precision fp16: expected auto, f32 or bf16");
+        let err = choice::<DeviceChoice>("device").parse("tpu").unwrap_err();
+        assert_eq!(err, "device tpu: expected auto, cpu or cuda");
+        assert_eq!(choice::<DeviceChoice>("device").parse("cpu").unwrap(), DeviceChoice::Cpu);
+        assert!(frame_rate("0").is_err() && frame_rate("1001").is_err() && frame_rate("nan").is_err());
+        assert_eq!(frame_rate("29.97").unwrap(), 29.97);
+        assert!(positive_frequency("0").is_err() && non_negative("-1").is_err());
+        assert_eq!(non_negative("0").unwrap(), 0.0);
+    }
+
+    /// `--model` stays an alias of `--points` on `run` and `bench`.
+    #[test]
+    fn model_is_an_alias_of_points() {
+        for flag in ["--points", "--model"] {
+            let cli = Cli::try_parse_from(["facekp", "run", flag, "15"]).unwrap();
+            let Command::Run(args) = cli.command else { panic!("not run") };
+            assert_eq!(args.model.scheme, Scheme::P15);
+        }
+    }
+}

@@ -1,0 +1,328 @@
+//! One function per command. Each checks its inputs in the order a user would fix
+//! them, then hands off to the library.
+
+use super::args::{BenchArgs, DeviceArgs, EvalArgs, ModelArgs, RunArgs, SourceArgs, TrackingArgs, TrainArgs};
+use super::EXIT_INTERRUPTED;
+use anyhow::{Context, Result};
+use facekp::detect::DetectorConfig;
+use facekp::landmarks::Scheme;
+use facekp::model::{self, Keypointer, ModelError};
+use facekp::pipeline::{self, RunOptions, RunSummary, Schedule, StopReason};
+use facekp::render::OverlayOptions;
+use facekp::smooth::OneEuroParams;
+use facekp::source::SourceSpec;
+use facekp::track::CropMode;
+use facekp::{bench, eval, plot, train};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+/// Width of the image the detector searches in `run` and `bench` (smallest face:
+/// 24 px there, 48 px in a 640 px frame). `eval` and `train` search at 640 px.
+const DEFAULT_RUN_DETECT_WIDTH: u32 = 320;
+/// Noise of `bench --still`, grey levels.
+const STILL_NOISE_SIGMA: f64 = 3.0;
+const STILL_FRAMES: u64 = 300;
+/// The sample video the demo falls back to when no camera opens.
+const SAMPLE_VIDEO: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/hamilton_clip.mp4");
+
+/// `facekp run`: the pipeline on a camera, video or image folder, with a window
+/// and/or output files.
+pub fn run(args: RunArgs) -> Result<u8> {
+    let spec = source_spec(&args);
+    let show_window = !args.headless && has_display();
+    if !args.headless && !show_window {
+        eprintln!("no display (DISPLAY is unset): running headless");
+    }
+    // Check the inputs in the order a user would fix them: source, model, cascade.
+    let source = facekp::source::open(&spec)?;
+    args.tracking.apply_threads()?;
+    let model = load_model(&args.model, None)?;
+    let options = RunOptions {
+        schedule: args.tracking.schedule(&spec),
+        smoothing: args.tracking.smoothing(),
+        record_faces: false,
+        show_window,
+        output: args.output,
+        keypoints: args.keypoints,
+        max_frames: args.max_frames,
+        progress: !show_window,
+        overlay: OverlayOptions::default(),
+        source: spec,
+    };
+    let detector = args.tracking.detector(&options.source);
+    let prepared = pipeline::Prepared::new(source, options, detector, &args.tracking.cascade, model)?;
+    let description = prepared.source.info().description.clone();
+    eprintln!("source: {description}");
+    let stop = interrupt_flag()?;
+    let summary = pipeline::run(prepared, stop)?;
+    print_run_summary(&summary, &description);
+    Ok(if summary.stop == StopReason::Interrupted { EXIT_INTERRUPTED } else { 0 })
+}
+
+/// The source `run` reads: the one given, else camera 0 when it opens, else the
+/// sample video.
+fn source_spec(args: &RunArgs) -> SourceSpec {
+    let camera = |index| SourceSpec::Camera { index, width: args.width, height: args.height, fps: args.fps };
+    let SourceArgs { camera: index, video, images } = &args.source;
+    match (*index, video.clone(), images.clone()) {
+        (Some(index), _, _) => camera(index),
+        (_, Some(path), _) => SourceSpec::Video(path),
+        (_, _, Some(path)) => SourceSpec::Images(path),
+        (None, None, None) if !facekp::source::list_cameras(1).is_empty() => {
+            eprintln!("no source given: using camera 0");
+            camera(0)
+        }
+        (None, None, None) => {
+            eprintln!("no source given and no camera: using the sample video {SAMPLE_VIDEO}");
+            SourceSpec::Video(PathBuf::from(SAMPLE_VIDEO))
+        }
+    }
+}
+
+fn print_run_summary(summary: &RunSummary, description: &str) {
+    let dropped = match summary.dropped {
+        0 => String::new(),
+        n => format!(", {n} stale camera frames dropped"),
+    };
+    eprintln!(
+        "{} frames, {} faces ({} frames with a face) in {:.1} s: {:.1} fps{dropped}",
+        summary.frames,
+        summary.faces,
+        summary.frames_with_faces,
+        summary.secs,
+        summary.fps(),
+    );
+    if summary.skipped > 0 {
+        eprintln!(
+            "warning: {description}: {} frames could not be decoded (truncated or corrupt input); every decodable frame was processed",
+            summary.skipped
+        );
+    }
+    for p in &summary.outputs {
+        eprintln!("wrote {}", p.display());
+    }
+}
+
+/// `facekp bench`: speed, latency or steadiness figures from the pipeline's own
+/// counters, and with `--compare` how far tracking is from detecting every frame.
+pub fn bench(args: BenchArgs) -> Result<u8> {
+    let scheme = args.model.scheme;
+    args.tracking.apply_threads()?;
+    let spec = match (&args.video, &args.still) {
+        (Some(v), _) if args.live => SourceSpec::PacedVideo(v.clone()),
+        (Some(v), _) => SourceSpec::Video(v.clone()),
+        (_, Some(p)) => SourceSpec::Still {
+            path: p.clone(),
+            frames: args.frames.unwrap_or(STILL_FRAMES),
+            noise_sigma: STILL_NOISE_SIGMA,
+        },
+        _ => anyhow::bail!("give --video or --still"),
+    };
+    let stop = interrupt_flag()?;
+    let pass = BenchPass { args: &args, spec: &spec, stop: &stop };
+    let still = args.still.is_some();
+    let summary = pass.run(args.tracking.schedule(&spec), still || args.compare)?;
+    let report = bench::report(&summary, scheme, if still { bench::Jitter::Measure } else { bench::Jitter::Skip });
+    report.print_human(summary.frames);
+    let agreement = if args.compare {
+        let every = pass.run(Schedule::DETECT_EVERY_FRAME, true)?;
+        let a = bench::agreement(&every.faces_per_frame, &summary.faces_per_frame, scheme);
+        println!(
+            "tracked vs detect-every-frame: {} of {} faces matched, mean difference {:.4} of the inter-ocular distance; {} of {} face runs of 10+ frames missed",
+            a.faces_compared, a.faces_detected, a.mean_diff_iod, a.runs_missed, a.runs_10plus
+        );
+        Some(a)
+    } else {
+        None
+    };
+    if args.json {
+        let mut value = serde_json::to_value(&report).context("report")?;
+        if let Some(a) = agreement {
+            value["agreement"] = serde_json::to_value(a).context("report")?;
+        }
+        println!("{value}");
+    }
+    Ok(if stop.load(Ordering::SeqCst) { EXIT_INTERRUPTED } else { 0 })
+}
+
+/// One headless pass of `bench` over its source.
+struct BenchPass<'a> {
+    args: &'a BenchArgs,
+    spec: &'a SourceSpec,
+    stop: &'a Arc<AtomicBool>,
+}
+
+impl BenchPass<'_> {
+    /// Runs the pipeline with `schedule`, keeping every frame's faces when
+    /// `record_faces` (for jitter and agreement).
+    fn run(&self, schedule: Schedule, record_faces: bool) -> Result<RunSummary> {
+        let tracking = &self.args.tracking;
+        let source = facekp::source::open(self.spec)?;
+        let model = load_model(&self.args.model, None)?;
+        let options = RunOptions {
+            source: self.spec.clone(),
+            schedule,
+            smoothing: tracking.smoothing(),
+            record_faces,
+            show_window: false,
+            output: None,
+            keypoints: None,
+            max_frames: self.args.frames,
+            progress: false,
+            overlay: OverlayOptions::default(),
+        };
+        let detector = tracking.detector(self.spec);
+        let prepared = pipeline::Prepared::new(source, options, detector, &tracking.cascade, model)?;
+        eprintln!("source: {}", prepared.source.info().description);
+        pipeline::run(prepared, self.stop.clone())
+    }
+}
+
+/// `facekp cameras`: the camera indices that open, with their default mode.
+pub fn cameras() -> Result<u8> {
+    let cams = facekp::source::list_cameras(16);
+    if cams.is_empty() {
+        println!("no camera opens (V4L2 indices 0-15)");
+    }
+    for c in cams {
+        println!("camera {}: {}x{} at {:.1} fps", c.index, c.width, c.height, c.fps);
+    }
+    Ok(0)
+}
+
+/// `facekp train`.
+pub fn train(args: TrainArgs) -> Result<u8> {
+    let device = args.device.resolve()?;
+    eprintln!("device: {}", model::device_name(device));
+    let repeat = match args.repeat.is_empty() {
+        true => vec![1; args.data.len()],
+        false => args.repeat.into_iter().map(|r| r as usize).collect(),
+    };
+    train::train(&train::TrainOptions {
+        scheme: args.points,
+        repeat,
+        data_dirs: args.data,
+        out: args.out,
+        epochs: args.epochs as usize,
+        resume: args.resume,
+        seed: args.seed,
+        device,
+        batch_size: args.batch_size as usize,
+        learning_rate: args.lr,
+        cascade: args.cascade,
+    })?;
+    Ok(0)
+}
+
+/// `facekp eval`: scores a model on an annotated CSV.
+pub fn eval(args: EvalArgs) -> Result<u8> {
+    let csv = args.csv;
+    if !csv.is_file() {
+        anyhow::bail!("--csv {}: file not found", csv.display());
+    }
+    let csv_dir = csv.parent().unwrap_or(Path::new(".")).to_path_buf();
+    let images = args.images.unwrap_or_else(|| csv_dir.join("images"));
+    let weights = args.weights.unwrap_or_else(|| default_weights(args.points));
+    // The output head: --convention, else the one named like the data set's
+    // folder (ytf68/val.csv -> ytf68) when the model learned it, else the default.
+    let convention = args.convention.or_else(|| {
+        let set = facekp::dataset::set_name(&csv_dir);
+        let cfg = model::ModelConfig::load(&model::config_path_for(&weights)).ok();
+        cfg.filter(|c| c.conventions.contains(&set)).map(|_| set)
+    });
+    let model_args = ModelArgs { scheme: args.points, weights: Some(weights), device: args.device };
+    let model = load_model(&model_args, convention.as_deref())?;
+    let options =
+        eval::EvalOptions { scheme: args.points, csv: csv.clone(), images, boxes: args.boxes, cascade: args.cascade };
+    let report = eval::evaluate(&model, &options)?;
+    report.print_human();
+    if let Some(plot) = args.plot {
+        let title = format!("CED {} ({}-point, {:?} boxes)", csv.display(), args.points.num_points(), args.boxes);
+        plot::ced_curve(&plot, &title, &[("facekp".to_string(), report.errors.clone())])?;
+    }
+    if args.json {
+        println!("{}", serde_json::to_string(&report).context("report")?);
+    }
+    Ok(0)
+}
+
+impl TrackingArgs {
+    /// Detector cadence and crops: `--no-track` detects on every frame, and so does
+    /// an image folder (its photos are unrelated to each other).
+    fn schedule(&self, spec: &SourceSpec) -> Schedule {
+        if self.no_track || matches!(spec, SourceSpec::Images(_)) {
+            Schedule::DETECT_EVERY_FRAME
+        } else {
+            Schedule { detect_every: self.detect_every, crops: CropMode::Keypoints }
+        }
+    }
+
+    /// The detector settings for `spec`: photos are searched at the width `eval`
+    /// uses; live and video frames at a smaller one, for speed.
+    fn detector(&self, spec: &SourceSpec) -> DetectorConfig {
+        let default = match spec {
+            SourceSpec::Images(_) => DetectorConfig::default().max_width,
+            _ => DEFAULT_RUN_DETECT_WIDTH,
+        };
+        DetectorConfig { max_width: self.detect_width.unwrap_or(default) }
+    }
+
+    /// Sets the thread pools of libtorch and OpenCV.
+    fn apply_threads(&self) -> Result<()> {
+        tch::set_num_threads(self.cnn_threads);
+        opencv::core::set_num_threads(self.cv_threads).context("setting OpenCV's thread count")?;
+        Ok(())
+    }
+
+    fn smoothing(&self) -> Option<OneEuroParams> {
+        (!self.no_smooth).then_some(OneEuroParams { min_cutoff_hz: self.smooth_min_cutoff, beta: self.smooth_beta })
+    }
+}
+
+/// The shipped weights for a scheme.
+fn default_weights(scheme: Scheme) -> PathBuf {
+    let name = match scheme {
+        Scheme::P68 => "face68.safetensors",
+        Scheme::P15 => "face15.safetensors",
+    };
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("weights").join(name)
+}
+
+fn has_display() -> bool {
+    std::env::var_os("DISPLAY").is_some_and(|d| !d.is_empty())
+}
+
+/// Loads the model `args` name (default weights: the shipped model for its
+/// scheme), checking it is a model of that scheme, with the output head
+/// `convention` (default: the model's).
+fn load_model(args: &ModelArgs, convention: Option<&str>) -> Result<Keypointer> {
+    let DeviceArgs { device, precision } = args.device;
+    let device = device.resolve()?;
+    let precision = precision.resolve(device)?;
+    eprintln!("device: {}, {}", model::device_name(device), precision.name());
+    let weights = args.weights.clone().unwrap_or_else(|| default_weights(args.scheme));
+    let model = Keypointer::load(&weights, device, precision, convention)?;
+    let found = model.config().scheme;
+    if found != args.scheme {
+        let (found, wanted) = (found.num_points(), args.scheme.num_points());
+        return Err(ModelError::WrongScheme { path: weights, found, wanted }.into());
+    }
+    Ok(model)
+}
+
+/// The flag Ctrl-C and SIGTERM set: the first stops the pipeline cleanly, the
+/// second exits at once.
+fn interrupt_flag() -> Result<Arc<AtomicBool>> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    ctrlc::set_handler(move || {
+        if flag.swap(true, Ordering::SeqCst) {
+            facekp::fsutil::remove_pending_temps();
+            super::exit_now(EXIT_INTERRUPTED);
+        }
+        eprintln!("\nstopping (press Ctrl-C again to quit at once)");
+    })
+    .context("installing the Ctrl-C handler")?;
+    Ok(stop)
+}

@@ -1,0 +1,249 @@
+//! `facekp eval`: NME of a trained model on an annotated CSV, with the real Haar
+//! detector's boxes (`haar`) or crops placed from the true points (`truth`).
+//! NME follows `../shared/datasets/README.md`: mean point error over the
+//! inter-ocular (outer eye corner) distance of the truth.
+
+use crate::dataset;
+use crate::detect::{DetectorConfig, HaarDetector};
+use crate::face;
+use crate::geometry::{Point, Rect};
+use crate::imageops;
+use crate::landmarks::{Region, Scheme};
+use crate::model::Keypointer;
+use anyhow::{bail, Context, Result};
+use opencv::core::Mat;
+use serde::Serialize;
+use std::path::PathBuf;
+use std::time::Instant;
+
+/// A face whose NME exceeds this counts as a failure.
+pub const FAILURE_NME: f64 = 0.10;
+/// How many of the worst faces the report names.
+pub const WORST_SHOWN: usize = 5;
+
+/// A detection is matched to a face when its IoU with the box of the true points is
+/// at least this (the same rule `eval --boxes haar` uses).
+pub const MATCH_IOU: f32 = 0.3;
+
+/// The detection that matches `points`, if any: the highest IoU with the true
+/// points' box, at least [`MATCH_IOU`].
+pub fn match_detection(detections: &[Rect], points68: &[Point]) -> Option<Rect> {
+    let truth = Rect::bounding(points68);
+    detections
+        .iter()
+        .map(|d| (d.iou(&truth), *d))
+        .filter(|(iou, _)| *iou >= MATCH_IOU)
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+        .map(|(_, d)| d)
+}
+
+/// Normalised mean error of one face.
+pub fn nme(pred: &[Point], truth: &[Point], scheme: Scheme) -> f64 {
+    let (a, b) = scheme.outer_eye_corners();
+    let iod = truth[a].distance(truth[b]) as f64;
+    let mean = pred.iter().zip(truth).map(|(p, t)| p.distance(*t) as f64).sum::<f64>() / truth.len() as f64;
+    mean / iod.max(1e-6)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Boxes {
+    /// The Haar detector's box that matches the face (IoU >= 0.3)
+    Haar,
+    /// A crop placed from the true points, as training does
+    Truth,
+}
+
+pub struct EvalOptions {
+    pub scheme: Scheme,
+    pub csv: PathBuf,
+    pub images: PathBuf,
+    pub boxes: Boxes,
+    pub cascade: PathBuf,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct EvalReport {
+    pub faces: usize,
+    pub detected: usize,
+    pub nme: f64,
+    pub median_nme: f64,
+    pub failure_rate: f64,
+    pub nme_by_region: Vec<(String, f64)>,
+    /// Mean signed error (x, y) over the inter-ocular distance: a systematic shift
+    /// of every point, such as a label convention the model misses.
+    pub bias: (f64, f64),
+    pub ms_per_face: f64,
+    /// The faces with the largest NME, worst first: image and NME.
+    pub worst: Vec<(String, f64)>,
+    /// CNN passes per face (two with Haar boxes, as `run` gives a new detection).
+    pub passes: u32,
+    pub convention: String,
+    /// The CNN's number format (`f32` or `bf16`).
+    pub precision: String,
+    #[serde(skip)]
+    pub errors: Vec<f64>,
+}
+
+/// Scores `model` on every face of `opts.csv`.
+pub fn evaluate(model: &Keypointer, opts: &EvalOptions) -> Result<EvalReport> {
+    let scheme = opts.scheme;
+    if model.config().scheme != scheme {
+        bail!("--points {}: the weights are a {}-point model", scheme.num_points(), model.config().scheme.num_points());
+    }
+    let annotations = dataset::read_csv(&opts.csv)?;
+    if !opts.images.is_dir() {
+        bail!("--images {}: not a folder", opts.images.display());
+    }
+    let mut detector = match opts.boxes {
+        Boxes::Haar => Some(HaarDetector::new(&opts.cascade, DetectorConfig::default())?),
+        Boxes::Truth => None,
+    };
+    let bar = crate::progress::progress_bar(annotations.len() as u64, "evaluating");
+    let mut tally = Tally::new(scheme);
+    for a in &annotations {
+        bar.inc(1);
+        let path = opts.images.join(&a.image);
+        let gray = imageops::read_gray(&path)?.with_context(|| format!("image {}: cannot be read", path.display()))?;
+        let truth = scheme.from_68(&a.points);
+        let detection = match detector.as_mut() {
+            Some(d) => match match_detection(&d.detect(&gray)?, &a.points) {
+                Some(det) => det,
+                None => continue,
+            },
+            None => model.config().crop.detection_for_points(&truth),
+        };
+        let timer = Instant::now();
+        let found = fit_face(model, &gray, detection, opts.boxes)?;
+        tally.infer_secs += timer.elapsed().as_secs_f64();
+        let Some(found) = found else {
+            continue;
+        };
+        // Found points are image positions; the labels carry their set's origin.
+        let pred: Vec<Point> = found.iter().map(|&p| p + model.label_origin()).collect();
+        tally.add(&a.image, &pred, &truth);
+    }
+    bar.finish_and_clear();
+    if tally.errors.is_empty() {
+        bail!("--csv {}: no face was evaluated (no detection matched)", opts.csv.display());
+    }
+    Ok(tally.report(annotations.len(), opts.boxes, model))
+}
+
+/// The points `model` finds in `detection` of `gray`. With Haar boxes, as `run`
+/// treats a new detection: a second pass cropped from the first points, and
+/// `None` when the model is not sure of a face there.
+fn fit_face(model: &Keypointer, gray: &Mat, detection: Rect, boxes: Boxes) -> Result<Option<Vec<Point>>> {
+    let first = face::faces_in_boxes(model, gray, &[detection])?;
+    if boxes == Boxes::Truth {
+        return Ok(first.into_iter().next().map(|f| f.points));
+    }
+    let second = face::refine(model, gray, &first.into_iter().map(|f| f.points).collect::<Vec<_>>())?;
+    Ok(second.into_iter().next().filter(|f| face::confident(model, f.spread)).map(|f| f.points))
+}
+
+/// The errors of the faces scored so far.
+struct Tally {
+    scheme: Scheme,
+    errors: Vec<f64>,
+    images: Vec<String>,
+    /// Per [`Region::ALL`]: the sum of point errors over the inter-ocular distance,
+    /// and the number of points.
+    region_sums: Vec<(f64, usize)>,
+    /// Sum over faces of the mean signed error (x, y) over the inter-ocular distance.
+    bias: (f64, f64),
+    infer_secs: f64,
+}
+
+impl Tally {
+    fn new(scheme: Scheme) -> Tally {
+        let region_sums = vec![(0.0, 0); Region::ALL.len()];
+        Tally { scheme, errors: Vec::new(), images: Vec::new(), region_sums, bias: (0.0, 0.0), infer_secs: 0.0 }
+    }
+
+    /// Scores the points `pred` of the face in `image` against `truth`.
+    fn add(&mut self, image: &str, pred: &[Point], truth: &[Point]) {
+        let scheme = self.scheme;
+        self.errors.push(nme(pred, truth, scheme));
+        self.images.push(image.to_string());
+        let (ea, eb) = scheme.outer_eye_corners();
+        let iod = truth[ea].distance(truth[eb]) as f64;
+        for (i, (p, t)) in pred.iter().zip(truth).enumerate() {
+            let r = Region::ALL.iter().position(|&r| r == scheme.region(i)).unwrap_or(0);
+            self.region_sums[r].0 += p.distance(*t) as f64 / iod;
+            self.region_sums[r].1 += 1;
+            self.bias.0 += (p.x - t.x) as f64 / iod / truth.len() as f64;
+            self.bias.1 += (p.y - t.y) as f64 / iod / truth.len() as f64;
+        }
+    }
+
+    /// The report over `faces` annotated faces (the scored ones and the rest).
+    fn report(self, faces: usize, boxes: Boxes, model: &Keypointer) -> EvalReport {
+        let errors = self.errors;
+        let n = errors.len() as f64;
+        let mut worst: Vec<(String, f64)> = self.images.into_iter().zip(errors.iter().copied()).collect();
+        worst.sort_by(|a, b| b.1.total_cmp(&a.1));
+        worst.truncate(WORST_SHOWN);
+        let nme_by_region = Region::ALL
+            .iter()
+            .zip(&self.region_sums)
+            .filter(|(_, s)| s.1 > 0)
+            .map(|(r, s)| (r.name().to_string(), s.0 / s.1 as f64))
+            .collect();
+        let mut sorted = errors.clone();
+        sorted.sort_by(f64::total_cmp);
+        EvalReport {
+            faces,
+            detected: errors.len(),
+            nme: errors.iter().sum::<f64>() / n,
+            median_nme: sorted[sorted.len() / 2],
+            failure_rate: errors.iter().filter(|&&e| e > FAILURE_NME).count() as f64 / n,
+            nme_by_region,
+            bias: (self.bias.0 / n, self.bias.1 / n),
+            ms_per_face: self.infer_secs * 1000.0 / n,
+            worst,
+            passes: if boxes == Boxes::Haar { 2 } else { 1 },
+            convention: model.convention().to_string(),
+            precision: model.precision().name().to_string(),
+            errors,
+        }
+    }
+}
+
+impl EvalReport {
+    pub fn print_human(&self) {
+        println!("faces        {}", self.faces);
+        println!(
+            "detected     {} ({:.1}%)  not detected {}",
+            self.detected,
+            100.0 * self.detected as f64 / self.faces as f64,
+            self.faces - self.detected
+        );
+        println!("NME          {:.4}", self.nme);
+        println!("median NME   {:.4}", self.median_nme);
+        println!("failure rate {:.2}% (NME > {FAILURE_NME})", 100.0 * self.failure_rate);
+        for (r, v) in &self.nme_by_region {
+            println!("  {r:<10} {v:.4}");
+        }
+        println!("bias x, y    {:+.4} {:+.4} (mean signed error)", self.bias.0, self.bias.1);
+        let worst: Vec<String> = self.worst.iter().map(|(image, e)| format!("{image} {e:.3}")).collect();
+        println!("worst faces  {}", worst.join(", "));
+        println!("ms per face  {:.2} (crop + CNN at batch 1, {} pass(es))", self.ms_per_face, self.passes);
+        println!("convention   {}", self.convention);
+        println!("precision    {}", self.precision);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn matching_takes_the_best_overlap_above_the_threshold() {
+        let pts = [Point::new(10.0, 10.0), Point::new(50.0, 50.0)];
+        let far = Rect::new(200.0, 200.0, 40.0, 40.0);
+        let near = Rect::new(12.0, 12.0, 40.0, 40.0);
+        let exact = Rect::new(10.0, 10.0, 40.0, 40.0);
+        assert_eq!(match_detection(&[far], &pts), None);
+        assert_eq!(match_detection(&[far, near, exact], &pts), Some(exact));
+    }
+}

@@ -1,0 +1,153 @@
+//! The face stage's work on one frame: detect (when due), track, crop, run the CNN
+//! and keep the plausible faces. Frame pixels throughout.
+
+use super::timer::StageTimer;
+use crate::detect::HaarDetector;
+use crate::face::{self, Face, StageTimes};
+use crate::geometry::{Point, Rect};
+use crate::model::Keypointer;
+use crate::smooth::OneEuroParams;
+use crate::track::{Candidate, CropMode, Origin, Tracker, TrackerParams};
+use anyhow::Result;
+use opencv::core::Mat;
+use opencv::prelude::*;
+
+/// The detect + track + infer stage: gray frames (with the detect stage's boxes on
+/// the frames it ran) in, faces with keypoints out.
+pub struct FaceStage {
+    /// Runs at once when a track is lost or no face is followed (the detect stage
+    /// keeps the schedule).
+    detector: HaarDetector,
+    model: Keypointer,
+    tracker: Tracker,
+    /// Detector runs of this stage (track lost, or no face followed).
+    pub detector_runs: u64,
+}
+
+/// The faces of one frame and the time each step took.
+pub struct ProcessedFrame {
+    pub faces: Vec<Face>,
+    pub times: StageTimes,
+}
+
+/// The crops of some candidates and the points the CNN found in them.
+struct Inferred {
+    kept: Vec<(Candidate, Vec<Point>)>,
+    /// A tracked face was judged lost.
+    lost: bool,
+}
+
+impl FaceStage {
+    /// `crops`: where followed faces are cropped between detector runs;
+    /// `smoothing`: One Euro filtering of each track's points, or raw points.
+    pub fn new(detector: HaarDetector, model: Keypointer, crops: CropMode, smoothing: Option<OneEuroParams>) -> Self {
+        let tracker = Tracker::new(model.config().crop, TrackerParams::default(), smoothing, crops);
+        Self { detector, model, tracker, detector_runs: 0 }
+    }
+
+    pub fn model(&self) -> &Keypointer {
+        &self.model
+    }
+
+    /// Finds the faces of one 8-bit gray frame taken at `timestamp_ms`;
+    /// `detections` are the detector's boxes when it ran on this frame.
+    pub fn process(&mut self, gray: &Mat, detections: Option<&[Rect]>, timestamp_ms: f64) -> Result<ProcessedFrame> {
+        let mut times = StageTimes::default();
+        let timer = StageTimer::start();
+        let confirmed = match detections {
+            Some(found) => Some(self.look_closer(gray, found)?),
+            None => None,
+        };
+        times.detect_ms = timer.ms();
+        let timer = StageTimer::start();
+        let plan = self.tracker.plan(confirmed.as_deref());
+        let Inferred { mut kept, lost } = self.infer(gray, plan)?;
+        times.infer_ms = timer.ms();
+        if confirmed.is_none() && (lost || kept.is_empty()) {
+            // A track was lost between detector runs, or no face is followed: look
+            // for faces at once rather than at the next scheduled run.
+            let fresh = self.search_now(gray, &kept, &mut times)?;
+            kept.extend(fresh);
+        }
+        let faces = self.tracker.update(kept, timestamp_ms);
+        Ok(ProcessedFrame { faces, times })
+    }
+
+    /// The detector's `found` boxes plus, for each tracked face they missed (small,
+    /// or blurred by the downscale), what a closer search around its track finds.
+    fn look_closer(&mut self, gray: &Mat, found: &[Rect]) -> Result<Vec<Rect>> {
+        let mut confirmed = found.to_vec();
+        for predicted in self.tracker.unconfirmed(found) {
+            confirmed.extend(self.detector.detect_near(gray, &predicted)?);
+        }
+        Ok(confirmed)
+    }
+
+    /// Runs the detector on the whole frame now and fits the faces it finds that
+    /// no `kept` face already covers.
+    fn search_now(
+        &mut self,
+        gray: &Mat,
+        kept: &[(Candidate, Vec<Point>)],
+        times: &mut StageTimes,
+    ) -> Result<Vec<(Candidate, Vec<Point>)>> {
+        let timer = StageTimer::start();
+        let found = self.detector.detect(gray)?;
+        self.detector_runs += 1;
+        times.detector_ran = true;
+        times.detect_ms += timer.ms();
+        let timer = StageTimer::start();
+        let prior = self.tracker.prior();
+        let match_iou = self.tracker.params().match_iou;
+        let fresh: Vec<Candidate> = found
+            .into_iter()
+            .filter(|d| kept.iter().all(|(_, p)| prior.detection_for_points(p).iou(d) < match_iou))
+            .map(|d| Candidate { box_in_frame: d, track: None, origin: Origin::Fresh })
+            .collect();
+        let inferred = self.infer(gray, fresh)?;
+        times.infer_ms += timer.ms();
+        Ok(inferred.kept)
+    }
+
+    /// Crops `candidates` from `gray`, runs them through the CNN as one batch and
+    /// keeps the plausible ones. Fresh detections get a second pass cropped from
+    /// their first points ([`face::refine`]) and are kept only when the network is
+    /// sure of a face there ([`face::confident`]).
+    fn infer(&self, gray: &Mat, candidates: Vec<Candidate>) -> Result<Inferred> {
+        let boxes: Vec<Rect> = candidates.iter().map(|c| c.box_in_frame).collect();
+        let found = face::faces_in_boxes(&self.model, gray, &boxes)?;
+        let frame_size = (gray.cols() as u32, gray.rows() as u32);
+        let mut kept = Vec::new();
+        let mut lost = false;
+        for (c, fit) in candidates.into_iter().zip(found) {
+            if self.tracker.plausible(&c, &fit.points, frame_size) {
+                kept.push((c, fit.points));
+            } else {
+                lost |= c.origin != Origin::Fresh;
+            }
+        }
+        Ok(Inferred { kept: self.refine_fresh(gray, kept)?, lost })
+    }
+
+    /// The second pass for the fresh faces of `kept`: their points from a crop
+    /// placed on their first points, the unconfident ones dropped. Where two fresh
+    /// faces overlap, the tracker keeps the first, so they are ordered by how
+    /// little the second pass moved them (a real face stays; a false detection
+    /// drifts).
+    fn refine_fresh(&self, gray: &Mat, mut kept: Vec<(Candidate, Vec<Point>)>) -> Result<Vec<(Candidate, Vec<Point>)>> {
+        let fresh: Vec<usize> = (0..kept.len()).filter(|&i| kept[i].0.origin == Origin::Fresh).collect();
+        let first: Vec<Vec<Point>> = fresh.iter().map(|&i| kept[i].1.clone()).collect();
+        let mut consistency = vec![0.0f32; kept.len()];
+        let mut is_face = vec![true; kept.len()];
+        let prior = &self.model.config().crop;
+        for ((i, fit), f) in fresh.into_iter().zip(face::refine(&self.model, gray, &first)?).zip(&first) {
+            consistency[i] = prior.detection_for_points(&fit.points).iou(&prior.detection_for_points(f));
+            is_face[i] = face::confident(&self.model, fit.spread);
+            kept[i].1 = fit.points;
+        }
+        let mut scored: Vec<_> =
+            kept.into_iter().zip(consistency).zip(is_face).filter(|(_, f)| *f).map(|(k, _)| k).collect();
+        scored.sort_by(|a, b| b.1.total_cmp(&a.1));
+        Ok(scored.into_iter().map(|(k, _)| k).collect())
+    }
+}

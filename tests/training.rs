@@ -1,0 +1,142 @@
+//! Training: a tiny real data set, checkpoints every epoch, resume, and a kill at
+//! any moment leaving a checkpoint that still resumes.
+
+use crate::util::*;
+use std::time::Duration;
+
+/// A data set folder with the first `n` faces of ytf68's val split.
+fn tiny_set(dir: &Path, n: usize) -> PathBuf {
+    tiny_set_named(dir, "tiny68", n)
+}
+
+fn tiny_set_named(dir: &Path, name: &str, n: usize) -> PathBuf {
+    let src = shared("datasets/ytf68");
+    let set = dir.join(name);
+    std::fs::create_dir_all(set.join("images")).unwrap();
+    let text = std::fs::read_to_string(src.join("val.csv")).unwrap();
+    let lines: Vec<&str> = text.lines().take(n + 1).collect();
+    for l in &lines[1..] {
+        let name = l.split(',').next().unwrap();
+        std::fs::copy(src.join("images").join(name), set.join("images").join(name)).unwrap();
+    }
+    std::fs::write(set.join("train.csv"), lines.join("\n") + "\n").unwrap();
+    std::fs::write(set.join("val.csv"), lines[..11].join("\n") + "\n").unwrap();
+    set
+}
+
+fn train(set: &Path, out: &Path, epochs: &str, resume: bool) -> Output {
+    let mut cmd = bin();
+    cmd.args(["train", "--points", "15", "--epochs", epochs, "--batch-size", "8", "--data"])
+        .arg(set)
+        .arg("--out")
+        .arg(out);
+    if resume {
+        cmd.arg("--resume");
+    }
+    cmd.output().unwrap()
+}
+
+#[test]
+fn train_checkpoints_resumes_and_writes_a_loadable_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let set = tiny_set(dir.path(), 48);
+    let out = dir.path().join("m.safetensors");
+    let first = train(&set, &out, "2", false);
+    assert!(first.status.success(), "{}", stderr(&first));
+    assert!(dir.path().join("m.ckpt").is_file() && out.is_file() && out.with_extension("json").is_file());
+    assert!(out.with_extension("loss.png").is_file());
+    let more = train(&set, &out, "3", true);
+    assert!(more.status.success(), "{}", stderr(&more));
+    let log = stderr(&more);
+    assert!(log.contains("resuming") && log.contains("after epoch 2"), "{log}");
+    assert!(log.contains("epoch   3/3") && !log.contains("epoch   1/3"), "{log}");
+    // The model it wrote runs.
+    let keypoints = dir.path().join("k.jsonl");
+    let run = bin()
+        .args(["run", "--headless", "--model", "15", "--max-frames", "3", "--weights"])
+        .arg(&out)
+        .arg("--video")
+        .arg(data("hamilton_clip.mp4"))
+        .arg("--keypoints")
+        .arg(&keypoints)
+        .output()
+        .unwrap();
+    assert!(run.status.success(), "{}", stderr(&run));
+}
+
+#[test]
+fn repeat_sets_each_folders_share_of_an_epoch_and_holds_across_resume() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = tiny_set_named(dir.path(), "seta", 16);
+    let b = tiny_set_named(dir.path(), "setb", 16);
+    let out = dir.path().join("m.safetensors");
+    let data = format!("{},{}", a.display(), b.display());
+    let train = |repeat: &str, epochs: &str, resume: bool| {
+        let mut cmd = bin();
+        cmd.args(["train", "--points", "15", "--batch-size", "8", "--epochs", epochs, "--data", &data, "--out"])
+            .arg(&out);
+        if !repeat.is_empty() {
+            cmd.args(["--repeat", repeat]);
+        }
+        if resume {
+            cmd.arg("--resume");
+        }
+        cmd.output().unwrap()
+    };
+    let first = train("1,3", "1", false);
+    let log = stderr(&first);
+    assert!(first.status.success(), "{log}");
+    assert!(log.contains("an epoch: 64 crops (seta x1, setb x3), 8 batches of 8"), "{log}");
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.with_extension("json")).unwrap()).unwrap();
+    assert_eq!(config["trained"]["repeat"], serde_json::json!([1, 3]));
+
+    // A resumed run must sample as the checkpoint did; one value per folder.
+    let changed = train("1,2", "2", true);
+    assert!(!changed.status.success());
+    let err = stderr(&changed);
+    assert!(err.contains("trained with --repeat [1, 3], now given [1, 2]") && !err.contains("panicked"), "{err}");
+    let count = train("2", "1", false);
+    assert!(!count.status.success());
+    assert!(stderr(&count).contains("--repeat: 1 value(s) for 2 --data folder(s)"), "{}", stderr(&count));
+    // Without --repeat every folder counts once.
+    let plain = train("", "1", false);
+    assert!(plain.status.success(), "{}", stderr(&plain));
+    assert!(stderr(&plain).contains("an epoch: 32 crops (seta x1, setb x1)"), "{}", stderr(&plain));
+}
+
+#[test]
+fn a_killed_training_run_resumes_from_its_last_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let set = tiny_set(dir.path(), 48);
+    let out = dir.path().join("m.safetensors");
+    let ckpt = dir.path().join("m.ckpt");
+    let mut child = bin()
+        .args(["train", "--points", "15", "--epochs", "50", "--batch-size", "8", "--data"])
+        .arg(&set)
+        .arg("--out")
+        .arg(&out)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Kill it hard (no chance to clean up) a moment after its first checkpoint.
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    while !ckpt.is_file() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_millis(700));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(ckpt.is_file(), "a checkpoint was written");
+    let resumed = train(&set, &out, "3", true);
+    let log = stderr(&resumed);
+    assert!(resumed.status.success(), "{log}");
+    assert!(log.contains("resuming"), "{log}");
+    // The killed run's temporary files are cleaned up by the next run.
+    let leftovers: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().contains(".tmp"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
