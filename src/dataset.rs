@@ -14,6 +14,8 @@ pub enum DataError {
     Io { path: PathBuf, source: std::io::Error },
     #[error("{path}: line {line}: {reason}")]
     Parse { path: PathBuf, line: u64, reason: String },
+    #[error("{path}: row {row}: {reason}")]
+    Row { path: PathBuf, row: usize, reason: String },
     #[error("{path}: {reason}")]
     Invalid { path: PathBuf, reason: String },
     #[error("image {path}: cannot be read or decoded")]

@@ -8,6 +8,7 @@ use crate::detect::{DetectorConfig, HaarDetector};
 use crate::face;
 use crate::geometry::{Point, Rect};
 use crate::imageops;
+use crate::kaggle;
 use crate::landmarks::{Region, Scheme};
 use crate::model::Keypointer;
 use anyhow::{bail, Context, Result};
@@ -80,8 +81,24 @@ pub struct EvalReport {
     pub convention: String,
     /// The CNN's number format (`f32` or `bf16`).
     pub precision: String,
+    /// On a Kaggle keypoints CSV: the competition's score.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kaggle: Option<KaggleScore>,
     #[serde(skip)]
     pub errors: Vec<f64>,
+}
+
+/// The Kaggle competition's score of a Kaggle keypoints CSV.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct KaggleScore {
+    /// Root mean square error over every present coordinate, pixels of the 96x96
+    /// image.
+    pub rmse_px: f64,
+    /// Present coordinates (x and y count apart).
+    pub coordinates: usize,
+    /// Rows with both outer eye corners, over which NME (and the rest of the
+    /// report) is taken.
+    pub rows_with_nme: usize,
 }
 
 /// Scores `model` on every face of `opts.csv`.
@@ -89,6 +106,9 @@ pub fn evaluate(model: &Keypointer, opts: &EvalOptions) -> Result<EvalReport> {
     let scheme = opts.scheme;
     if model.config().scheme != scheme {
         bail!("--points {}: the weights are a {}-point model", scheme.num_points(), model.config().scheme.num_points());
+    }
+    if kaggle::is_kaggle_csv(&opts.csv)? {
+        return evaluate_kaggle(model, opts);
     }
     let annotations = dataset::read_csv(&opts.csv)?;
     if !opts.images.is_dir() {
@@ -129,16 +149,62 @@ pub fn evaluate(model: &Keypointer, opts: &EvalOptions) -> Result<EvalReport> {
     Ok(tally.report(annotations.len(), opts.boxes, model))
 }
 
+/// Scores `model` on a Kaggle keypoints CSV: every row's crop placed from the
+/// file's framing box ([`kaggle::framing_box`]) with two passes, as `run` treats a
+/// new detection; RMSE over the present coordinates, NME over the rows with both
+/// outer eye corners.
+fn evaluate_kaggle(model: &Keypointer, opts: &EvalOptions) -> Result<EvalReport> {
+    if opts.scheme != Scheme::P15 {
+        bail!("--csv {}: a Kaggle keypoints CSV has 15 points: use --points 15", opts.csv.display());
+    }
+    let faces = kaggle::read_kaggle_csv(&opts.csv)?;
+    let Some(framing) = kaggle::framing_box(&faces, &model.config().crop) else {
+        bail!("--csv {}: no row has all 15 points, so the crops cannot be framed", opts.csv.display());
+    };
+    let mut tally = Tally::new(opts.scheme);
+    let (mut squares, mut coordinates) = (0.0f64, 0usize);
+    for (i, f) in faces.iter().enumerate() {
+        let timer = Instant::now();
+        let found = two_passes(model, &f.image, framing)?;
+        tally.infer_secs += timer.elapsed().as_secs_f64();
+        let pred: Vec<Point> = found.points.iter().map(|&p| p + model.label_origin()).collect();
+        for (p, t) in pred.iter().zip(&f.points).filter_map(|(p, t)| t.map(|t| (p, t))) {
+            squares += ((p.x - t.x) as f64).powi(2) + ((p.y - t.y) as f64).powi(2);
+            coordinates += 2;
+        }
+        if let Some(truth) = f.complete_points() {
+            tally.add(&format!("row {}", i + 1), &pred, &truth);
+        } else if let (Some(a), Some(b)) = (f.points[3], f.points[5]) {
+            tally.add_partial(&format!("row {}", i + 1), &pred, &f.points, a.distance(b) as f64);
+        }
+    }
+    if tally.errors.is_empty() {
+        bail!("--csv {}: no row has both outer eye corners, so NME is not defined", opts.csv.display());
+    }
+    let rows_with_nme = tally.errors.len();
+    let mut report = tally.report(faces.len(), Boxes::Haar, model);
+    report.detected = faces.len();
+    report.kaggle =
+        Some(KaggleScore { rmse_px: (squares / coordinates.max(1) as f64).sqrt(), coordinates, rows_with_nme });
+    Ok(report)
+}
+
+/// The first and second pass of a new detection, as `run` gives it.
+fn two_passes(model: &Keypointer, gray: &Mat, detection: Rect) -> Result<face::FaceFit> {
+    let first = face::faces_in_boxes(model, gray, &[detection])?;
+    let second = face::refine(model, gray, &first.into_iter().map(|f| f.points).collect::<Vec<_>>())?;
+    second.into_iter().next().context("the CNN returned no face for a crop")
+}
+
 /// The points `model` finds in `detection` of `gray`. With Haar boxes, as `run`
 /// treats a new detection: a second pass cropped from the first points, and
 /// `None` when the model is not sure of a face there.
 fn fit_face(model: &Keypointer, gray: &Mat, detection: Rect, boxes: Boxes) -> Result<Option<Vec<Point>>> {
-    let first = face::faces_in_boxes(model, gray, &[detection])?;
     if boxes == Boxes::Truth {
-        return Ok(first.into_iter().next().map(|f| f.points));
+        return Ok(face::faces_in_boxes(model, gray, &[detection])?.into_iter().next().map(|f| f.points));
     }
-    let second = face::refine(model, gray, &first.into_iter().map(|f| f.points).collect::<Vec<_>>())?;
-    Ok(second.into_iter().next().filter(|f| face::confident(model, f.spread)).map(|f| f.points))
+    let fit = two_passes(model, gray, detection)?;
+    Ok(face::confident(model, fit.spread).then_some(fit.points))
 }
 
 /// The errors of the faces scored so far.
@@ -162,17 +228,27 @@ impl Tally {
 
     /// Scores the points `pred` of the face in `image` against `truth`.
     fn add(&mut self, image: &str, pred: &[Point], truth: &[Point]) {
-        let scheme = self.scheme;
-        self.errors.push(nme(pred, truth, scheme));
-        self.images.push(image.to_string());
-        let (ea, eb) = scheme.outer_eye_corners();
+        let (ea, eb) = self.scheme.outer_eye_corners();
         let iod = truth[ea].distance(truth[eb]) as f64;
-        for (i, (p, t)) in pred.iter().zip(truth).enumerate() {
-            let r = Region::ALL.iter().position(|&r| r == scheme.region(i)).unwrap_or(0);
-            self.region_sums[r].0 += p.distance(*t) as f64 / iod;
+        let present: Vec<Option<Point>> = truth.iter().copied().map(Some).collect();
+        self.add_partial(image, pred, &present, iod);
+    }
+
+    /// As [`Tally::add`] for a face whose `truth` lacks some points, with its
+    /// inter-ocular distance `iod`: NME, regions and bias over the present points.
+    fn add_partial(&mut self, image: &str, pred: &[Point], truth: &[Option<Point>], iod: f64) {
+        let present: Vec<(usize, Point, Point)> =
+            pred.iter().zip(truth).enumerate().filter_map(|(i, (p, t))| t.map(|t| (i, *p, t))).collect();
+        let n = present.len() as f64;
+        let mean = present.iter().map(|(_, p, t)| p.distance(*t) as f64).sum::<f64>() / n;
+        self.errors.push(mean / iod.max(1e-6));
+        self.images.push(image.to_string());
+        for (i, p, t) in present {
+            let r = Region::ALL.iter().position(|&r| r == self.scheme.region(i)).unwrap_or(0);
+            self.region_sums[r].0 += p.distance(t) as f64 / iod;
             self.region_sums[r].1 += 1;
-            self.bias.0 += (p.x - t.x) as f64 / iod / truth.len() as f64;
-            self.bias.1 += (p.y - t.y) as f64 / iod / truth.len() as f64;
+            self.bias.0 += (p.x - t.x) as f64 / iod / n;
+            self.bias.1 += (p.y - t.y) as f64 / iod / n;
         }
     }
 
@@ -204,6 +280,7 @@ impl Tally {
             passes: if boxes == Boxes::Haar { 2 } else { 1 },
             convention: model.convention().to_string(),
             precision: model.precision().name().to_string(),
+            kaggle: None,
             errors,
         }
     }
@@ -230,6 +307,12 @@ impl EvalReport {
         println!("ms per face  {:.2} (crop + CNN at batch 1, {} pass(es))", self.ms_per_face, self.passes);
         println!("convention   {}", self.convention);
         println!("precision    {}", self.precision);
+        if let Some(k) = &self.kaggle {
+            println!(
+                "Kaggle RMSE  {:.3} px of the 96 px image, over {} coordinates (NME over the {} rows with both outer eye corners)",
+                k.rmse_px, k.coordinates, k.rows_with_nme
+            );
+        }
     }
 }
 

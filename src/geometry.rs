@@ -259,6 +259,16 @@ impl CropPrior {
         Rect::from_center(center, w, w)
     }
 
+    /// `detection` moved by `z_dx`, `z_dy`, `z_scale` standard deviations of the
+    /// prior, as [`Self::detection_for_points_jittered`] moves the box it predicts.
+    pub fn jitter_detection(&self, detection: &Rect, z_dx: f32, z_dy: f32, z_scale: f32) -> Rect {
+        let s = detection.w / self.scale_mean;
+        let c = detection.center();
+        let center = Point::new(c.x + s * z_dx * self.dx_std, c.y + s * z_dy * self.dy_std);
+        let w = detection.w * (z_scale * self.log_scale_std).exp();
+        Rect::from_center(center, w, w)
+    }
+
     /// The network's crop for a detector box: the square around where the prior
     /// expects the points, `crop_padding` times their expected size.
     pub fn crop_for_detection(&self, detection: &Rect) -> CropSquare {

@@ -13,6 +13,7 @@ pub mod face;
 pub mod fsutil;
 pub mod geometry;
 pub mod imageops;
+pub mod kaggle;
 pub mod landmarks;
 pub mod model;
 pub mod output;

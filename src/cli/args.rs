@@ -184,7 +184,8 @@ pub struct TrainArgs {
     /// Points of the model: 68 (224 px input) or 15 (96 px input)
     #[arg(long, value_name = "68|15", value_parser = parse_scheme)]
     pub points: Scheme,
-    /// Data set folders, comma separated
+    /// Data set folders (train.csv, val.csv, images/) or Kaggle keypoints CSVs
+    /// (--points 15), comma separated
     #[arg(long, value_delimiter = ',', required = true)]
     pub data: Vec<PathBuf>,
     /// Times each --data folder's faces enter every epoch, comma separated, one
@@ -200,6 +201,11 @@ pub struct TrainArgs {
     /// Continue from NAME.ckpt (written after every epoch)
     #[arg(long)]
     pub resume: bool,
+    /// Fine-tune: start from these weights (e.g. the shipped ones) instead of
+    /// fresh ones; a data set the model has no head for gets a copy of its default
+    /// head
+    #[arg(long, value_name = "WEIGHTS")]
+    pub init: Option<PathBuf>,
     /// Random seed of the augmentation, shuffling and initial weights
     #[arg(long, default_value_t = 1)]
     pub seed: u64,

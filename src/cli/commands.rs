@@ -206,6 +206,8 @@ pub fn train(args: TrainArgs) -> Result<u8> {
         out: args.out,
         epochs: args.epochs as usize,
         resume: args.resume,
+        init: args.init,
+        prior_fallback: Some(default_weights(args.points)),
         seed: args.seed,
         device,
         batch_size: args.batch_size as usize,
@@ -225,9 +227,13 @@ pub fn eval(args: EvalArgs) -> Result<u8> {
     let images = args.images.unwrap_or_else(|| csv_dir.join("images"));
     let weights = args.weights.unwrap_or_else(|| default_weights(args.points));
     // The output head: --convention, else the one named like the data set's
-    // folder (ytf68/val.csv -> ytf68) when the model learned it, else the default.
+    // folder (ytf68/val.csv -> ytf68; a Kaggle CSV: kaggle) when the model learned
+    // it, else the default.
+    let set = match facekp::kaggle::is_kaggle_csv(&csv)? {
+        true => facekp::kaggle::CONVENTION.to_string(),
+        false => facekp::dataset::set_name(&csv_dir),
+    };
     let convention = args.convention.or_else(|| {
-        let set = facekp::dataset::set_name(&csv_dir);
         let cfg = model::ModelConfig::load(&model::config_path_for(&weights)).ok();
         cfg.filter(|c| c.conventions.contains(&set)).map(|_| set)
     });

@@ -2,7 +2,7 @@
 //! points, then the run-time crop of that box (`CropPrior::crop_for_detection`),
 //! rotated, mirrored, blurred; photometric changes happen on the batch tensor.
 
-use crate::geometry::{unit_points_from_frame, CropPrior, CropSquare, Point};
+use crate::geometry::{unit_points_from_frame, CropPrior, CropSquare, Point, Rect};
 use crate::imageops;
 use crate::landmarks::Scheme;
 use opencv::core::{Mat, Size};
@@ -20,48 +20,87 @@ pub const MAX_ROTATION_DEG: f32 = 25.0;
 pub const MIRROR_PROB: f64 = 0.5;
 pub const BLUR_PROB: f64 = 0.25;
 
+/// Where a face's crop comes from.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Placement {
+    /// A detector box the prior places around the face's points (photos of a data
+    /// set folder: training samples it, validation takes its mean).
+    AroundPoints,
+    /// A fixed detector box, jittered by the prior's spread in training: the
+    /// framing box of a Kaggle file, whose faces are framed by the data set.
+    Detection(Rect),
+}
+
+/// One labelled face: its gray image, its points in the model's scheme (where
+/// `present` is false the point is unlabelled and its value a placeholder), and
+/// where its crop comes from.
+pub struct LabelledFace {
+    pub gray: Mat,
+    pub points: Vec<Point>,
+    pub present: Vec<bool>,
+    pub placement: Placement,
+}
+
+impl LabelledFace {
+    /// A face of a data set folder: every point labelled.
+    pub fn complete(gray: Mat, points: Vec<Point>) -> LabelledFace {
+        let present = vec![true; points.len()];
+        LabelledFace { gray, points, present, placement: Placement::AroundPoints }
+    }
+
+    /// The crop `run` would take on a typical detection (validation).
+    pub fn mean_crop(&self, prior: &CropPrior) -> CropSquare {
+        match self.placement {
+            Placement::AroundPoints => prior.crop_for_detection(&prior.detection_for_points(&self.points)),
+            Placement::Detection(box_in_frame) => prior.crop_for_detection(&box_in_frame),
+        }
+    }
+}
+
 /// One training (or validation) crop: pixels and unit-space targets.
 pub struct CropSample {
     pub pixels: Vec<u8>,
     pub targets: Vec<Point>,
+    /// Which targets are labelled (mirrored with them).
+    pub present: Vec<bool>,
     /// The linear part of the frame-to-unit map, row-major `[a, b, c, d]`: how a
     /// displacement in frame pixels (a label origin) moves in this crop's unit space.
     pub frame_to_unit: [f32; 4],
 }
 
-/// The crop `run` would take for these points on a typical detection (validation).
-pub fn mean_crop(prior: &CropPrior, points: &[Point]) -> CropSquare {
-    prior.crop_for_detection(&prior.detection_for_points(points))
-}
-
-pub fn make_crop(gray: &Mat, crop: &CropSquare, points: &[Point], scheme: Scheme) -> opencv::Result<CropSample> {
+/// The crop of `face` with its targets in the crop's unit space.
+pub fn make_crop(face: &LabelledFace, crop: &CropSquare, scheme: Scheme) -> opencv::Result<CropSample> {
     let size = scheme.input_size();
-    let pixels = imageops::extract_crop(gray, crop, size)?;
-    let mut targets = unit_points_from_frame(points, crop, size);
+    let pixels = imageops::extract_crop(&face.gray, crop, size)?;
+    let mut targets = unit_points_from_frame(&face.points, crop, size);
+    let mut present = face.present.clone();
     if crop.mirror {
         targets = scheme.mirror_labels(&targets);
+        present = scheme.flip_permutation().iter().map(|&j| face.present[j]).collect();
     }
     let m = crop.crop_from_frame(size);
     let unit = size as f32;
-    Ok(CropSample { pixels, targets, frame_to_unit: [m.a / unit, m.b / unit, m.c / unit, m.d / unit] })
+    Ok(CropSample { pixels, targets, present, frame_to_unit: [m.a / unit, m.b / unit, m.c / unit, m.d / unit] })
 }
 
 /// A randomly augmented crop of one face.
 pub fn random_crop<R: Rng>(
     rng: &mut R,
-    gray: &Mat,
-    points: &[Point],
+    face: &LabelledFace,
     prior: &CropPrior,
     scheme: Scheme,
 ) -> opencv::Result<CropSample> {
     let mut z = || -> f32 { StandardNormal.sample(rng) };
     let (zx, zy, zs) = (z() * BOX_JITTER, z() * BOX_JITTER, z() * BOX_JITTER);
-    let detection = prior.detection_for_points_jittered(points, zx, zy, zs);
+    let detection = match face.placement {
+        Placement::AroundPoints => prior.detection_for_points_jittered(&face.points, zx, zy, zs),
+        Placement::Detection(box_in_frame) => prior.jitter_detection(&box_in_frame, zx, zy, zs),
+    };
     let mut crop = prior.crop_for_detection(&detection);
     let angle = z() * ROTATION_STD_DEG;
     crop.angle_rad = angle.clamp(-MAX_ROTATION_DEG, MAX_ROTATION_DEG).to_radians();
     crop.mirror = rng.gen_bool(MIRROR_PROB);
-    let mut sample = make_crop(gray, &crop, points, scheme)?;
+    let mut sample = make_crop(face, &crop, scheme)?;
     if rng.gen_bool(BLUR_PROB) {
         let size = scheme.input_size() as i32;
         let sigma = rng.gen_range(0.5..1.8) * size as f64 / 96.0;
@@ -115,7 +154,8 @@ mod tests {
         for (angle, mirror) in [(0.0f32, false), (0.0, true), (0.3, false), (-0.2, true)] {
             // One crop pixel per frame pixel, so the dot stays one bright pixel.
             let crop = CropSquare { center: Point::new(66.0, 50.0), side: size as f32, angle_rad: angle, mirror };
-            let sample = make_crop(&frame, &crop, &labels, Scheme::P15).unwrap();
+            let face = LabelledFace::complete(frame.clone(), labels.clone());
+            let sample = make_crop(&face, &crop, Scheme::P15).unwrap();
             let brightest = (0..sample.pixels.len()).max_by_key(|&i| sample.pixels[i]).unwrap();
             let seen = Point::new(
                 (brightest % size as usize) as f32 / size as f32,

@@ -23,18 +23,21 @@ pub(super) struct Resumed {
 impl Resumed {
     /// Copies the checkpoint's model variables into `vs` and its moments into `opt`.
     pub fn restore(&self, vs: &nn::VarStore, opt: &mut optim::AdamW) -> Result<()> {
-        let model: HashMap<&str, &Tensor> =
-            self.tensors.iter().filter_map(|(k, t)| k.strip_prefix("model.").map(|n| (n, t))).collect();
-        tch::no_grad(|| -> Result<()> {
-            for (name, mut var) in vs.variables() {
-                let src = model.get(name.as_str()).with_context(|| format!("checkpoint: tensor {name} missing"))?;
-                var.f_copy_(src)?;
-            }
-            Ok(())
-        })?;
+        copy_into(vs, |name| self.tensors.get(&format!("model.{name}")))?;
         opt.restore(&self.tensors, self.state.adam_step);
         Ok(())
     }
+}
+
+/// Copies into every variable of `vs` the tensor `source` gives for its name.
+pub(super) fn copy_into<'a>(vs: &nn::VarStore, source: impl Fn(&str) -> Option<&'a Tensor>) -> Result<()> {
+    tch::no_grad(|| -> Result<()> {
+        for (name, mut var) in vs.variables() {
+            let src = source(&name).with_context(|| format!("tensor {name} missing from the starting weights"))?;
+            var.f_copy_(src)?;
+        }
+        Ok(())
+    })
 }
 
 /// Everything needed to continue a run, stored inside the checkpoint file.

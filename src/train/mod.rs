@@ -6,31 +6,36 @@
 //! - [`prior`]: where the Haar box sits relative to the true points;
 //! - [`checkpoint`]: checkpoints and weight files;
 //! - [`average`]: the moving average of the weights;
-//! - [`optim`]: AdamW and the learning-rate schedule.
+//! - [`optim`]: AdamW and the learning-rate schedule;
+//! - [`sets`]: the data of a run (data set folders and Kaggle CSVs).
 
 pub mod augment;
 mod average;
 mod checkpoint;
 pub mod optim;
 pub mod prior;
+pub mod sets;
 
 pub use checkpoint::{checkpoint_path, save_weights};
 
-use crate::dataset::{self, LoadedSet};
+use crate::dataset;
 use crate::detect::{DetectorConfig, HaarDetector};
 use crate::eval::nme;
 use crate::fsutil;
 use crate::geometry::{frame_points_from_unit, Point};
 use crate::landmarks::Scheme;
-use crate::model::{config_path_for, Heatmaps, ModelConfig, Net, TrainInfo};
+use crate::model::{config_path_for, read_checked_weights, Heatmaps, ModelConfig, Net, TrainInfo};
 use crate::plot;
 use crate::progress::progress_bar;
 use anyhow::{bail, Context, Result};
+use augment::LabelledFace;
 use average::WeightAverage;
 use checkpoint::{CheckpointState, Resumed};
 use rand::seq::SliceRandom;
 use rand::{rngs::StdRng, SeedableRng};
 use serde::{Deserialize, Serialize};
+use sets::{Pool, Sets, TrainSet};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 use tch::{nn, Device, Kind, Tensor};
@@ -44,6 +49,13 @@ pub struct TrainOptions {
     pub epochs: usize,
     /// Continue from the checkpoint beside `out`, when there is one.
     pub resume: bool,
+    /// Start from these weights and their config (fine-tuning) instead of fresh
+    /// ones: heads of data sets the model does not know start as copies of its
+    /// default head.
+    pub init: Option<PathBuf>,
+    /// A model config whose crop prior a run takes when its data cannot measure one
+    /// (Kaggle CSVs only) and it has no `init`.
+    pub prior_fallback: Option<PathBuf>,
     pub seed: u64,
     pub device: Device,
     pub batch_size: usize,
@@ -90,35 +102,6 @@ pub struct EpochRecord {
     pub secs: f64,
 }
 
-/// One face of the training pool.
-struct Face<'a> {
-    gray: &'a opencv::core::Mat,
-    points: Vec<Point>,
-    /// Index of its data set (and convention head).
-    set: usize,
-}
-
-/// The data sets of a run: every `DIR/train.csv`, and `DIR/val.csv` where present.
-struct Sets {
-    train: Vec<LoadedSet>,
-    val: Vec<LoadedSet>,
-}
-
-impl Sets {
-    /// The conventions (output heads): one per training set, named like its folder.
-    fn conventions(&self) -> Vec<String> {
-        self.train.iter().map(|s| s.name.clone()).collect()
-    }
-}
-
-/// What an epoch trains on: every face of data set k, `repeat[k]` times.
-struct Pool<'a> {
-    faces: Vec<Face<'a>>,
-    /// Indices into `faces`, each face as often as its set repeats.
-    order: Vec<usize>,
-    batches: usize,
-}
-
 /// The network being trained, with its optimizer and weight average.
 struct Trainee {
     vs: nn::VarStore,
@@ -131,8 +114,8 @@ struct Trainee {
 pub fn train(opts: &TrainOptions) -> Result<()> {
     let started = Instant::now();
     check_options(opts)?;
-    let sets = load_sets(opts)?;
-    let pool = training_pool(opts, &sets)?;
+    let mut sets = Sets::load(&opts.data_dirs, opts.scheme)?;
+    check_pool_size(opts, &sets)?;
     let ckpt_path = checkpoint_path(&opts.out);
     // A run killed mid-write leaves only temporary files (the final names are
     // renamed into place whole); clear them.
@@ -140,10 +123,11 @@ pub fn train(opts: &TrainOptions) -> Result<()> {
         fsutil::remove_stale_temps(p);
     }
     let resumed = resume(opts, &ckpt_path)?;
-    let config = match &resumed {
-        Some(r) => r.state.config.clone(),
-        None => new_config(opts, &sets, &pool)?,
+    let start = match &resumed {
+        Some(r) => Start { config: r.state.config.clone(), tensors: None },
+        None => start_config(opts, &sets)?,
     };
+    let config = start.config;
     if config.conventions != sets.conventions() {
         bail!(
             "checkpoint {}: trained on {:?}, now given {:?}",
@@ -152,7 +136,9 @@ pub fn train(opts: &TrainOptions) -> Result<()> {
             sets.conventions()
         );
     }
-    let mut trainee = Trainee::new(opts.device, &config, resumed.as_ref())?;
+    sets.frame_kaggle_faces(&config.crop)?;
+    let pool = Pool::new(&sets, &opts.repeat, opts.batch_size);
+    let mut trainee = Trainee::new(opts.device, &config, resumed.as_ref(), start.tensors.as_ref())?;
     let mut history = resumed.map(|r| r.state.history).unwrap_or_default();
     for epoch in history.len()..opts.epochs {
         let record = run_epoch(opts, &config, &pool, &mut trainee, epoch, &sets.val)?;
@@ -181,6 +167,13 @@ pub fn train(opts: &TrainOptions) -> Result<()> {
     Ok(())
 }
 
+/// What a run that does not resume starts from: a config, and with `--init` the
+/// tensors to start the network from.
+struct Start {
+    config: ModelConfig,
+    tensors: Option<HashMap<String, Tensor>>,
+}
+
 /// Refuses an `--out` that cannot be written and a `--repeat` that does not fit
 /// `--data`, before any data is read.
 fn check_options(opts: &TrainOptions) -> Result<()> {
@@ -202,51 +195,18 @@ fn check_options(opts: &TrainOptions) -> Result<()> {
     Ok(())
 }
 
-fn load_sets(opts: &TrainOptions) -> Result<Sets> {
-    let mut sets = Sets { train: Vec::new(), val: Vec::new() };
-    for dir in &opts.data_dirs {
-        let name = dataset::set_name(dir);
-        let images = dir.join("images");
-        let csv = dir.join("train.csv");
-        if !csv.is_file() {
-            bail!("--data {}: no train.csv in this folder", dir.display());
-        }
-        eprintln!("loading {name}: {}", csv.display());
-        sets.train.push(dataset::load_set(&name, &csv, &images)?);
-        let val = dir.join("val.csv");
-        if val.is_file() {
-            sets.val.push(dataset::load_set(&name, &val, &images)?);
-        }
+/// Refuses a `--batch-size` larger than an epoch, before the prior is measured.
+fn check_pool_size(opts: &TrainOptions, sets: &Sets) -> Result<()> {
+    let counts: Vec<String> = sets.train.iter().map(|s| format!("{} {}", s.name, s.faces.len())).collect();
+    eprintln!("training faces: {} ({})", sets.train.iter().map(|s| s.faces.len()).sum::<usize>(), counts.join(", "));
+    let crops = Pool::crops(sets, &opts.repeat);
+    if crops < opts.batch_size {
+        bail!("--batch-size {}: larger than the {crops} training crops of an epoch", opts.batch_size);
     }
-    Ok(sets)
-}
-
-/// The faces of the training sets, in the scheme's points, and an epoch's order.
-fn training_pool<'a>(opts: &TrainOptions, sets: &'a Sets) -> Result<Pool<'a>> {
-    let scheme = opts.scheme;
-    let faces: Vec<Face> = sets
-        .train
-        .iter()
-        .enumerate()
-        .flat_map(|(k, set)| {
-            set.images.iter().zip(&set.annotations).map(move |(gray, a)| Face {
-                gray,
-                points: scheme.from_68(&a.points),
-                set: k,
-            })
-        })
-        .collect();
-    let counts: Vec<String> = sets.train.iter().map(|s| format!("{} {}", s.name, s.annotations.len())).collect();
-    eprintln!("training faces: {} ({})", faces.len(), counts.join(", "));
-    let order: Vec<usize> =
-        faces.iter().enumerate().flat_map(|(i, f)| std::iter::repeat_n(i, opts.repeat[f.set])).collect();
-    if order.len() < opts.batch_size {
-        bail!("--batch-size {}: larger than the {} training crops of an epoch", opts.batch_size, order.len());
-    }
-    let batches = order.len() / opts.batch_size;
     let mix: Vec<String> = sets.train.iter().zip(&opts.repeat).map(|(s, r)| format!("{} x{r}", s.name)).collect();
-    eprintln!("an epoch: {} crops ({}), {batches} batches of {}", order.len(), mix.join(", "), opts.batch_size);
-    Ok(Pool { faces, order, batches })
+    let batches = crops / opts.batch_size;
+    eprintln!("an epoch: {crops} crops ({}), {batches} batches of {}", mix.join(", "), opts.batch_size);
+    Ok(())
 }
 
 /// The checkpoint to continue from, checked against `opts`, when `--resume` finds one.
@@ -275,26 +235,25 @@ fn resume(opts: &TrainOptions, ckpt_path: &Path) -> Result<Option<Resumed>> {
     Ok(Some(resumed))
 }
 
-/// The config of a fresh run: the scheme's architecture and the Haar prior
-/// measured on the training faces.
-fn new_config(opts: &TrainOptions, sets: &Sets, pool: &Pool) -> Result<ModelConfig> {
+/// The config of a run that does not resume: from `--init` (fine-tuning), or the
+/// scheme's architecture with the Haar prior measured on the training photos (or,
+/// for Kaggle CSVs alone, taken from `prior_fallback`).
+fn start_config(opts: &TrainOptions, sets: &Sets) -> Result<Start> {
+    if let Some(init) = &opts.init {
+        return init_from(init, opts.scheme, sets);
+    }
     let scheme = opts.scheme;
     let arch = architecture(scheme);
-    let mut detector = HaarDetector::new(&opts.cascade, DetectorConfig::default())?;
-    let bar = progress_bar(pool.faces.len() as u64, "measuring Haar boxes");
-    let images: Vec<&opencv::core::Mat> = pool.faces.iter().map(|f| f.gray).collect();
-    let points68: Vec<&[Point]> =
-        sets.train.iter().flat_map(|s| s.annotations.iter().map(|a| a.points.as_slice())).collect();
-    let pts: Vec<Vec<Point>> = pool.faces.iter().map(|f| f.points.clone()).collect();
-    let m = prior::measure(&mut detector, &images, &points68, &pts, arch.crop_padding, || bar.inc(1))?;
-    bar.finish_and_clear();
-    let p = &m.prior;
-    eprintln!(
-        "Haar box vs {}-point box ({} of {} faces matched): centre dx {:+.3}±{:.3}, dy {:+.3}±{:.3} (point-box sizes), scale {:.3} (log-sd {:.3})",
-        scheme.num_points(), m.matched, m.faces, p.dx_mean, p.dx_std, p.dy_mean, p.dy_std, p.scale_mean, p.log_scale_std
-    );
+    let prior = match (sets.can_measure_prior(), &opts.prior_fallback) {
+        (true, _) => measure_prior(opts, sets, arch.crop_padding)?,
+        (false, Some(fallback)) => {
+            eprintln!("crop prior: from {} (framed faces cannot show where Haar puts its box)", fallback.display());
+            ModelConfig::load(&config_path_for(fallback))?.crop
+        }
+        (false, None) => bail!("--data: framed faces alone cannot measure the Haar crop prior; give --init WEIGHTS"),
+    };
     let conventions = sets.conventions();
-    Ok(ModelConfig {
+    let config = ModelConfig {
         scheme,
         input_size: scheme.input_size(),
         channels: arch.channels,
@@ -302,20 +261,79 @@ fn new_config(opts: &TrainOptions, sets: &Sets, pool: &Pool) -> Result<ModelConf
         heatmaps: arch.heatmaps,
         default_convention: conventions.iter().position(|c| c == "helen68").unwrap_or(0),
         conventions,
-        crop: m.prior,
+        crop: prior,
         max_spread: None,
         trained: None,
-    })
+    };
+    Ok(Start { config, tensors: None })
+}
+
+/// Where the Haar box sits around the points of the training photos.
+fn measure_prior(opts: &TrainOptions, sets: &Sets, crop_padding: f32) -> Result<crate::geometry::CropPrior> {
+    let folders: Vec<&TrainSet> = sets.train.iter().filter(|s| s.kind == sets::SetKind::Folder).collect();
+    let faces: Vec<&LabelledFace> = folders.iter().flat_map(|s| &s.faces).collect();
+    let mut detector = HaarDetector::new(&opts.cascade, DetectorConfig::default())?;
+    let bar = progress_bar(faces.len() as u64, "measuring Haar boxes");
+    let images: Vec<&opencv::core::Mat> = faces.iter().map(|f| &f.gray).collect();
+    let points68: Vec<&[Point]> = folders.iter().flat_map(|s| s.points68.iter().map(|p| p.as_slice())).collect();
+    let pts: Vec<Vec<Point>> = faces.iter().map(|f| f.points.clone()).collect();
+    let m = prior::measure(&mut detector, &images, &points68, &pts, crop_padding, || bar.inc(1))?;
+    bar.finish_and_clear();
+    let p = &m.prior;
+    eprintln!(
+        "Haar box vs {}-point box ({} of {} faces matched): centre dx {:+.3}±{:.3}, dy {:+.3}±{:.3} (point-box sizes), scale {:.3} (log-sd {:.3})",
+        opts.scheme.num_points(), m.matched, m.faces, p.dx_mean, p.dx_std, p.dy_mean, p.dy_std, p.scale_mean, p.log_scale_std
+    );
+    Ok(m.prior)
+}
+
+/// Fine-tuning: the config and tensors of `init`, with one head per data set of
+/// this run, each the init's head of that name or a copy of its default head.
+fn init_from(init: &Path, scheme: Scheme, sets: &Sets) -> Result<Start> {
+    let base = ModelConfig::load(&config_path_for(init))?;
+    if base.scheme != scheme {
+        bail!("--init {}: a {}-point model, not {}", init.display(), base.scheme.num_points(), scheme.num_points());
+    }
+    let tensors = read_checked_weights(init, &base)?;
+    let conventions = sets.conventions();
+    let mut start: HashMap<String, Tensor> = tensors
+        .iter()
+        .filter(|(name, _)| !name.starts_with("out") && !name.starts_with("origin"))
+        .map(|(name, t)| (name.clone(), t.shallow_clone()))
+        .collect();
+    for (k, convention) in conventions.iter().enumerate() {
+        let j = base.conventions.iter().position(|c| c == convention).unwrap_or(base.default_convention);
+        eprintln!("head {convention}: from {}'s {} head", init.display(), base.conventions[j]);
+        for (to, from) in [("weight", "weight"), ("bias", "bias")] {
+            if let Some(t) = tensors.get(&format!("out{j}.{from}")) {
+                start.insert(format!("out{k}.{to}"), t.shallow_clone());
+            }
+        }
+        if let Some(t) = tensors.get(&format!("origin{j}")) {
+            start.insert(format!("origin{k}"), t.shallow_clone());
+        }
+    }
+    let default_convention = conventions.iter().position(|c| c == "helen68").unwrap_or(0);
+    let config = ModelConfig { conventions, default_convention, trained: None, ..base };
+    Ok(Start { config, tensors: Some(start) })
 }
 
 impl Trainee {
-    /// The network of `config` on `device`, fresh or restored from `resumed`.
-    fn new(device: Device, config: &ModelConfig, resumed: Option<&Resumed>) -> Result<Trainee> {
+    /// The network of `config` on `device`: restored from `resumed`, else started
+    /// from `init` tensors (fine-tuning), else fresh.
+    fn new(
+        device: Device,
+        config: &ModelConfig,
+        resumed: Option<&Resumed>,
+        init: Option<&HashMap<String, Tensor>>,
+    ) -> Result<Trainee> {
         let mut vs = nn::VarStore::new(device);
         let net = Net::new(&vs.root(), config)?;
         let mut opt = optim::AdamW::new(&vs, WEIGHT_DECAY);
-        if let Some(r) = resumed {
-            r.restore(&vs, &mut opt)?;
+        match (resumed, init) {
+            (Some(r), _) => r.restore(&vs, &mut opt)?,
+            (None, Some(tensors)) => checkpoint::copy_into(&vs, |name| tensors.get(name))?,
+            (None, None) => {}
         }
         vs.set_kind(Kind::Float);
         let average = WeightAverage::new(&vs, resumed.map(|r| &r.tensors));
@@ -334,7 +352,9 @@ impl Trainee {
         let origin = net.label_origins().index_select(0, &batch.sets).unsqueeze(-1);
         let offset = batch.frame_to_unit.matmul(&origin).view([b, 1, 2]);
         let pred = (pred.view([b, n_out / 2, 2]) + offset).view([b, n_out]);
-        let loss = (pred - &batch.targets).abs().mean(Kind::Float);
+        // Mean over the labelled coordinates (a Kaggle row lacks some points).
+        let loss =
+            ((pred - &batch.targets).abs() * &batch.mask).sum(Kind::Float) / batch.mask.sum(Kind::Float).clamp_min(1.0);
         self.opt.zero_grad();
         loss.backward();
         self.opt.step(lr);
@@ -349,6 +369,8 @@ struct Batch {
     x: Tensor,
     /// `[B, 2N]` unit-space labels.
     targets: Tensor,
+    /// `[B, 2N]` 1 for a labelled coordinate, 0 for a missing one.
+    mask: Tensor,
     /// `[B]` data set (head) of each crop.
     sets: Tensor,
     /// `[B, 2, 2]` linear part of each crop's frame-to-unit map.
@@ -358,13 +380,15 @@ struct Batch {
 impl Batch {
     /// Random augmented crops of the faces `indices` of `pool`.
     fn sample(rng: &mut StdRng, pool: &Pool, indices: &[usize], config: &ModelConfig, device: Device) -> Result<Batch> {
-        let (mut pixels, mut targets, mut sets, mut frame_to_unit) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let (mut pixels, mut targets, mut mask, mut sets, mut frame_to_unit) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for &i in indices {
-            let f = &pool.faces[i];
-            let s = augment::random_crop(rng, f.gray, &f.points, &config.crop, config.scheme)?;
+            let (face, set) = pool.faces[i];
+            let s = augment::random_crop(rng, face, &config.crop, config.scheme)?;
             targets.extend(s.targets.iter().flat_map(|p| [p.x, p.y]));
+            mask.extend(s.present.iter().flat_map(|&p| [f32::from(u8::from(p)); 2]));
             pixels.push(s.pixels);
-            sets.push(f.set as i64);
+            sets.push(set as i64);
             frame_to_unit.extend(s.frame_to_unit);
         }
         let b = indices.len() as i64;
@@ -372,6 +396,7 @@ impl Batch {
         Ok(Batch {
             x: augment::photometric(&augment::batch_tensor(&crops, config.input_size, device)),
             targets: Tensor::from_slice(&targets).view([b, -1]).to_device(device),
+            mask: Tensor::from_slice(&mask).view([b, -1]).to_device(device),
             sets: Tensor::from_slice(&sets).to_device(device),
             frame_to_unit: Tensor::from_slice(&frame_to_unit).view([b, 2, 2]).to_device(device),
         })
@@ -385,7 +410,7 @@ fn run_epoch(
     pool: &Pool,
     trainee: &mut Trainee,
     epoch: usize,
-    val: &[LoadedSet],
+    val: &[TrainSet],
 ) -> Result<EpochRecord> {
     let epoch_start = Instant::now();
     let mut rng = StdRng::seed_from_u64(opts.seed.wrapping_mul(1_000_003).wrapping_add(epoch as u64));
@@ -432,19 +457,24 @@ fn run_epoch(
 fn validate_average(
     trainee: &mut Trainee,
     config: &ModelConfig,
-    val: &[LoadedSet],
+    val: &[TrainSet],
     device: Device,
 ) -> Result<Vec<(String, f64)>> {
     trainee.average.swap();
-    let nmes = val
-        .iter()
-        .map(|set| {
-            let head = config.conventions.iter().position(|c| *c == set.name).unwrap_or(config.default_convention);
-            Ok((set.name.clone(), validate(&trainee.net, config, set, head, device)?))
-        })
-        .collect::<Result<Vec<_>>>();
+    let mut nmes = Vec::new();
+    for set in val {
+        let head = config.conventions.iter().position(|c| *c == set.name).unwrap_or(config.default_convention);
+        match validate(&trainee.net, config, set, head, device) {
+            Ok(Some(nme)) => nmes.push((set.name.clone(), nme)),
+            Ok(None) => {}
+            Err(e) => {
+                trainee.average.swap();
+                return Err(e);
+            }
+        }
+    }
     trainee.average.swap();
-    nmes
+    Ok(nmes)
 }
 
 /// Writes the shipped weights (the moving average, the one validated), the model
@@ -473,35 +503,52 @@ fn write_outputs(
     plot::loss_curve(&opts.out.with_extension("loss.png"), history)
 }
 
-/// NME of one validation set with the run-time crop for a typical detection.
-fn validate(net: &Net, cfg: &ModelConfig, set: &LoadedSet, head: usize, device: Device) -> Result<f64> {
+/// NME of one validation set with the run-time crop for a typical detection, over
+/// the faces whose outer eye corners are labelled (and their labelled points).
+fn validate(net: &Net, cfg: &ModelConfig, set: &TrainSet, head: usize, device: Device) -> Result<Option<f64>> {
     let _guard = tch::no_grad_guard();
     let scheme = cfg.scheme;
-    let mut errors = Vec::new();
-    let faces: Vec<(usize, Vec<Point>)> =
-        set.annotations.iter().enumerate().map(|(i, a)| (i, scheme.from_68(&a.points))).collect();
+    let (a, b) = scheme.outer_eye_corners();
+    let scored: Vec<&LabelledFace> = set.faces.iter().filter(|f| f.present[a] && f.present[b]).collect();
     // Found points are image positions; the labels carry their set's origin.
     let o = Vec::<f32>::try_from(net.label_origins().select(0, head as i64).to_device(Device::Cpu))?;
     let origin = Point::new(o[0], o[1]);
-    for chunk in faces.chunks(64) {
-        let mut crops = Vec::new();
-        let mut pixels = Vec::new();
-        for (i, pts) in chunk {
-            let crop = augment::mean_crop(&cfg.crop, pts);
-            pixels.push(augment::make_crop(&set.images[*i], &crop, pts, scheme)?.pixels);
-            crops.push(crop);
-        }
+    let mut errors = Vec::new();
+    for chunk in scored.chunks(64) {
+        let crops: Vec<_> = chunk.iter().map(|f| f.mean_crop(&cfg.crop)).collect();
+        let pixels = chunk
+            .iter()
+            .zip(&crops)
+            .map(|(f, c)| Ok(augment::make_crop(f, c, scheme)?.pixels))
+            .collect::<Result<Vec<_>>>()?;
         let x = augment::batch_tensor(&pixels.iter().map(|p| p.as_slice()).collect::<Vec<_>>(), cfg.input_size, device);
         let out = net.forward_heads(&x, false)?.select(1, head as i64).to_device(Device::Cpu).contiguous();
         let values = Vec::<f32>::try_from(out.flatten(0, -1))?;
         let n = scheme.num_points();
-        for (k, (_, truth)) in chunk.iter().enumerate() {
+        for (k, face) in chunk.iter().enumerate() {
             let unit: Vec<Point> =
                 values[k * 2 * n..(k + 1) * 2 * n].chunks(2).map(|v| Point::new(v[0], v[1])).collect();
             let pred: Vec<Point> =
                 frame_points_from_unit(&unit, &crops[k], cfg.input_size).into_iter().map(|p| p + origin).collect();
-            errors.push(nme(&pred, truth, scheme));
+            errors.push(masked_nme(&pred, face, scheme));
         }
     }
-    Ok(errors.iter().sum::<f64>() / errors.len() as f64)
+    Ok((!errors.is_empty()).then(|| errors.iter().sum::<f64>() / errors.len() as f64))
+}
+
+/// [`nme`] over the labelled points of `face`.
+fn masked_nme(pred: &[Point], face: &LabelledFace, scheme: Scheme) -> f64 {
+    if face.present.iter().all(|&p| p) {
+        return nme(pred, &face.points, scheme);
+    }
+    let (a, b) = scheme.outer_eye_corners();
+    let iod = face.points[a].distance(face.points[b]) as f64;
+    let labelled: Vec<f64> = pred
+        .iter()
+        .zip(&face.points)
+        .zip(&face.present)
+        .filter(|(_, &p)| p)
+        .map(|((p, t), _)| p.distance(*t) as f64)
+        .collect();
+    labelled.iter().sum::<f64>() / labelled.len() as f64 / iod.max(1e-6)
 }

@@ -1,0 +1,174 @@
+//! The data of a training run: data set folders (`DIR/train.csv`, `DIR/val.csv`,
+//! `DIR/images/`) and Kaggle keypoints CSVs, as labelled faces in the model's
+//! point scheme, and the pool an epoch draws from.
+
+use super::augment::{LabelledFace, Placement};
+use crate::dataset;
+use crate::geometry::{CropPrior, Point};
+use crate::kaggle::{self, KaggleFace};
+use crate::landmarks::Scheme;
+use anyhow::{bail, Result};
+use std::path::Path;
+
+/// Every this-many-th row of a Kaggle CSV, from the first, is held out for
+/// validation (the file has no split of its own).
+pub const KAGGLE_VAL_EVERY: usize = 10;
+
+/// Where a set's faces come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SetKind {
+    /// A data set folder: photos with all 68 points.
+    Folder,
+    /// A Kaggle CSV: framed 96 px faces, some points missing.
+    Kaggle,
+}
+
+/// One data set split: its name (also its annotation convention and output head)
+/// and its faces.
+pub struct TrainSet {
+    pub name: String,
+    pub kind: SetKind,
+    pub faces: Vec<LabelledFace>,
+    /// The 68 points of each face of a folder set (to match Haar boxes to faces when
+    /// measuring the crop prior); empty for a Kaggle set.
+    pub points68: Vec<Vec<Point>>,
+}
+
+/// The data sets of a run, training and validation splits.
+pub struct Sets {
+    pub train: Vec<TrainSet>,
+    pub val: Vec<TrainSet>,
+}
+
+impl Sets {
+    /// Loads every `--data` entry: a folder's `train.csv` (and `val.csv` where
+    /// present), or a Kaggle CSV, split by [`KAGGLE_VAL_EVERY`].
+    pub fn load(data: &[impl AsRef<Path>], scheme: Scheme) -> Result<Sets> {
+        let mut sets = Sets { train: Vec::new(), val: Vec::new() };
+        for entry in data {
+            let entry = entry.as_ref();
+            if entry.is_file() && kaggle::is_kaggle_csv(entry)? {
+                sets.add_kaggle(entry, scheme)?;
+            } else {
+                sets.add_folder(entry, scheme)?;
+            }
+        }
+        let names = sets.conventions();
+        if let Some(twice) = names.iter().enumerate().find_map(|(i, n)| names[..i].contains(n).then_some(n)) {
+            bail!("--data: two data sets are named {twice}; each set needs its own name (its output head)");
+        }
+        Ok(sets)
+    }
+
+    fn add_folder(&mut self, dir: &Path, scheme: Scheme) -> Result<()> {
+        let name = dataset::set_name(dir);
+        let (images, csv) = (dir.join("images"), dir.join("train.csv"));
+        if !csv.is_file() {
+            bail!("--data {}: no train.csv in this folder, and not a Kaggle keypoints CSV", dir.display());
+        }
+        eprintln!("loading {name}: {}", csv.display());
+        self.train.push(folder_set(dataset::load_set(&name, &csv, &images)?, scheme));
+        let val = dir.join("val.csv");
+        if val.is_file() {
+            self.val.push(folder_set(dataset::load_set(&name, &val, &images)?, scheme));
+        }
+        Ok(())
+    }
+
+    fn add_kaggle(&mut self, csv: &Path, scheme: Scheme) -> Result<()> {
+        if scheme != Scheme::P15 {
+            bail!("--data {}: a Kaggle keypoints CSV has 15 points: train it with --points 15", csv.display());
+        }
+        eprintln!("loading {}: {} (every {KAGGLE_VAL_EVERY}th row for validation)", kaggle::CONVENTION, csv.display());
+        let (mut train, mut val) = (Vec::new(), Vec::new());
+        for (i, face) in kaggle::read_kaggle_csv(csv)?.into_iter().enumerate() {
+            let split = if i % KAGGLE_VAL_EVERY == 0 { &mut val } else { &mut train };
+            split.push(kaggle_face(face));
+        }
+        let set =
+            |faces| TrainSet { name: kaggle::CONVENTION.into(), kind: SetKind::Kaggle, faces, points68: Vec::new() };
+        self.train.push(set(train));
+        if !val.is_empty() {
+            self.val.push(set(val));
+        }
+        Ok(())
+    }
+
+    /// The conventions (output heads): one per training set.
+    pub fn conventions(&self) -> Vec<String> {
+        self.train.iter().map(|s| s.name.clone()).collect()
+    }
+
+    /// Whether a set can show where the Haar detector puts its box (a folder of
+    /// photos can; framed Kaggle faces cannot).
+    pub fn can_measure_prior(&self) -> bool {
+        self.train.iter().any(|s| s.kind == SetKind::Folder)
+    }
+
+    /// Places the crops of each Kaggle set (both splits) from the framing box of
+    /// its training rows under `prior` ([`kaggle::framing_box`]).
+    pub fn frame_kaggle_faces(&mut self, prior: &CropPrior) -> Result<()> {
+        for k in 0..self.train.len() {
+            if self.train[k].kind != SetKind::Kaggle {
+                continue;
+            }
+            let complete: Vec<Vec<Point>> = self.train[k].faces.iter().filter_map(complete_points).collect();
+            let Some(framing) = kaggle::mean_detection(&complete, prior) else {
+                bail!("--data: the Kaggle CSV has no row with all 15 points, so its crops cannot be framed");
+            };
+            let name = self.train[k].name.clone();
+            for set in self.train.iter_mut().chain(self.val.iter_mut()).filter(|s| s.name == name) {
+                set.faces.iter_mut().for_each(|f| f.placement = Placement::Detection(framing));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn folder_set(set: dataset::LoadedSet, scheme: Scheme) -> TrainSet {
+    let points68: Vec<Vec<Point>> = set.annotations.iter().map(|a| a.points.clone()).collect();
+    let faces = set
+        .images
+        .into_iter()
+        .zip(&points68)
+        .map(|(gray, p)| LabelledFace::complete(gray, scheme.from_68(p)))
+        .collect();
+    TrainSet { name: set.name, kind: SetKind::Folder, faces, points68 }
+}
+
+/// A Kaggle row as a labelled face; its placement is set once the prior is known.
+fn kaggle_face(face: KaggleFace) -> LabelledFace {
+    let present: Vec<bool> = face.points.iter().map(Option::is_some).collect();
+    let points = face.points.iter().map(|p| p.unwrap_or_default()).collect();
+    LabelledFace { gray: face.image, points, present, placement: Placement::AroundPoints }
+}
+
+fn complete_points(face: &LabelledFace) -> Option<Vec<Point>> {
+    face.present.iter().all(|&p| p).then(|| face.points.clone())
+}
+
+/// What an epoch trains on: every face of data set k, `repeat[k]` times, each
+/// time with its own random crop.
+pub struct Pool<'a> {
+    /// Each face with the index of its set (and output head).
+    pub faces: Vec<(&'a LabelledFace, usize)>,
+    /// Indices into `faces`, each face as often as its set repeats.
+    pub order: Vec<usize>,
+    pub batches: usize,
+}
+
+impl Pool<'_> {
+    /// The crops of an epoch: each set's faces times its repeat.
+    pub fn crops(sets: &Sets, repeat: &[usize]) -> usize {
+        sets.train.iter().zip(repeat).map(|(s, r)| s.faces.len() * r).sum()
+    }
+
+    pub fn new<'a>(sets: &'a Sets, repeat: &[usize], batch_size: usize) -> Pool<'a> {
+        let faces: Vec<(&LabelledFace, usize)> =
+            sets.train.iter().enumerate().flat_map(|(k, s)| s.faces.iter().map(move |f| (f, k))).collect();
+        let order: Vec<usize> =
+            faces.iter().enumerate().flat_map(|(i, (_, k))| std::iter::repeat_n(i, repeat[*k])).collect();
+        let batches = order.len() / batch_size;
+        Pool { faces, order, batches }
+    }
+}
