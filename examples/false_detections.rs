@@ -25,7 +25,10 @@ fn main() -> anyhow::Result<()> {
     };
     let width = args.get(3).map(|w| w.parse()).transpose().context("DETECT_WIDTH")?.unwrap_or(640);
     let model = Keypointer::load(weights, tch::Device::Cpu, Precision::auto(tch::Device::Cpu), None)?;
-    let mut detector = HaarDetector::new(Path::new(DEFAULT_CASCADE), DetectorConfig { max_width: width })?;
+    let mut detector = HaarDetector::new(
+        Path::new(DEFAULT_CASCADE),
+        DetectorConfig { max_width: width, ..DetectorConfig::default() },
+    )?;
     let images = csv.parent().unwrap_or(Path::new(".")).join("images");
     let (mut faces, mut faces_kept, mut others, mut others_kept) = (0, 0, 0, 0);
     for a in read_csv(csv)? {
@@ -35,8 +38,8 @@ fn main() -> anyhow::Result<()> {
         for det in detector.detect(&gray)? {
             let first = face::faces_in_boxes(&model, &gray, &[det])?.remove(0);
             let spread = face::refine(&model, &gray, &[first.points])?.remove(0).spread;
-            let kept = face::confident(&model, spread);
-            let iou = det.iou(&truth);
+            let kept = face::confident(&model, spread, &det);
+            let iou = det.upright.iou(&truth);
             println!("{} {iou:.3} {spread:.4} {kept}", a.image);
             if iou >= MATCH_IOU {
                 faces += 1;

@@ -1,9 +1,14 @@
 //! Face detection with OpenCV's Haar cascade (frontal face, default).
 //!
 //! Boxes are in frame pixels. The detector runs on a histogram-equalised gray copy
-//! downscaled to at most `max_width` pixels wide, and maps its boxes back.
+//! downscaled to at most `max_width` pixels wide, and maps its boxes back. The
+//! cascade finds faces within about 15 degrees of upright, so the detector also
+//! searches copies of the image turned by [`TURNED_SEARCH_DEG`]: a face it finds
+//! there comes back as a [`FaceBox`] turned by that angle, whose crop is level.
+//! [`AngleSearch::Cycle`] spreads those angles over successive runs, so that no
+//! run costs more than one search.
 
-use crate::geometry::Rect;
+use crate::geometry::{Affine, FaceBox, Point, Rect};
 use opencv::core::{Mat, Size, Vector};
 use opencv::imgproc;
 use opencv::objdetect::CascadeClassifier;
@@ -36,21 +41,41 @@ pub enum DetectError {
 /// Default for [`DetectorConfig::max_width`].
 pub const DEFAULT_DETECT_WIDTH: u32 = 640;
 
+/// The turns of the image searched besides upright, degrees: faces rolled by about
+/// these angles are upright in the turned copy (the cascade covers about ±15
+/// degrees around each).
+pub const TURNED_SEARCH_DEG: [f32; 4] = [30.0, -30.0, 60.0, -60.0];
+
+/// Which turns of the image a detector run searches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AngleSearch {
+    /// The image as it is.
+    Upright,
+    /// One angle per run: upright every other run, and the turned angles in turn
+    /// in between (video: a rolled face is found within eight runs).
+    Cycle,
+    /// Upright and every turned angle on each run (photos).
+    All,
+}
+
 #[derive(Debug, Clone, Copy)]
 pub struct DetectorConfig {
     /// Frames wider than this are downscaled before detection.
     pub max_width: u32,
+    pub angles: AngleSearch,
 }
 
 impl Default for DetectorConfig {
     fn default() -> Self {
-        Self { max_width: DEFAULT_DETECT_WIDTH }
+        Self { max_width: DEFAULT_DETECT_WIDTH, angles: AngleSearch::Upright }
     }
 }
 
 pub struct HaarDetector {
     cascade: CascadeClassifier,
     config: DetectorConfig,
+    /// Runs so far, for [`AngleSearch::Cycle`].
+    runs: usize,
 }
 
 impl HaarDetector {
@@ -64,56 +89,69 @@ impl HaarDetector {
         if cascade.empty()? {
             return Err(DetectError::CascadeInvalid { path: path.to_owned() });
         }
-        Ok(Self { cascade, config })
+        Ok(Self { cascade, config, runs: 0 })
+    }
+
+    /// Searches `angles` from the next run on (starting a cycle afresh).
+    pub fn set_angles(&mut self, angles: AngleSearch) {
+        self.config.angles = angles;
+        self.runs = 0;
     }
 
     /// Faces about the size of `around` near it (within a region twice its size),
     /// searched at a resolution where that face is [`LOCAL_FACE_PX`] wide rather than
-    /// at the downscaled whole-frame resolution: the check that a tracked face the
-    /// whole-frame search missed is still there. Frame pixels, largest first.
-    pub fn detect_near(&mut self, gray: &Mat, around: &Rect) -> Result<Vec<Rect>, DetectError> {
-        let frame = Rect::new(0.0, 0.0, gray.cols() as f32, gray.rows() as f32);
-        let region = Rect::from_center(around.center(), 2.0 * around.w, 2.0 * around.h);
-        let x0 = region.x.max(0.0).floor() as i32;
-        let y0 = region.y.max(0.0).floor() as i32;
-        let x1 = (region.x + region.w).min(frame.w).ceil() as i32;
-        let y1 = (region.y + region.h).min(frame.h).ceil() as i32;
-        if x1 - x0 < HAAR_MIN_FACE_PX || y1 - y0 < HAAR_MIN_FACE_PX || !around.w.is_finite() || around.w < 1.0 {
+    /// at the downscaled whole-frame resolution, and turned by its roll so that it
+    /// is upright: the check that a tracked face the whole-frame search missed is
+    /// still there. Largest first, turned as `around` is.
+    pub fn detect_near(&mut self, gray: &Mat, around: &FaceBox) -> Result<Vec<FaceBox>, DetectError> {
+        let side = 2.0 * around.upright.w.max(around.upright.h);
+        if !side.is_finite() || around.upright.w < 1.0 {
             return Ok(Vec::new());
         }
-        let roi = Mat::roi(gray, opencv::core::Rect::new(x0, y0, x1 - x0, y1 - y0))?;
-        let scale = (LOCAL_FACE_PX / around.w).min(1.0);
-        let mut small = Mat::default();
-        let size = Size::new(((x1 - x0) as f32 * scale).round() as i32, ((y1 - y0) as f32 * scale).round() as i32);
-        imgproc::resize(&roi, &mut small, size, 0.0, 0.0, imgproc::INTER_AREA)?;
-        let expected = around.w * scale;
+        let scale = (LOCAL_FACE_PX / around.upright.w).min(1.0);
+        let region = FaceBox::around(around.center_in_frame(), side, side, around.roll_rad);
+        let Some(view) = TurnedView::of(gray, &region, scale)? else {
+            return Ok(Vec::new());
+        };
+        let expected = around.upright.w * scale;
         let min = ((expected * 0.6) as i32).max(HAAR_MIN_FACE_PX);
         let max = ((expected * 1.6) as i32).max(min + 1);
-        let boxes = self.cascade_boxes(&small, Size::new(min, min), Size::new(max, max))?;
-        Ok(boxes
-            .into_iter()
-            .map(|b| {
-                let b = b.scale(1.0 / scale);
-                Rect::new(b.x + x0 as f32, b.y + y0 as f32, b.w, b.h)
-            })
-            .collect())
+        let boxes = self.cascade_boxes(&view.image, Size::new(min, min), Size::new(max, max))?;
+        Ok(boxes.into_iter().map(|b| view.back_to_frame(&b)).collect())
     }
 
-    /// Faces in an 8-bit gray frame, largest first, in frame pixels.
-    pub fn detect(&mut self, gray: &Mat) -> Result<Vec<Rect>, DetectError> {
-        let width = gray.cols().max(1) as f32;
-        let scale = (self.config.max_width as f32 / width).min(1.0);
-        let small = if scale < 1.0 {
-            let mut small = Mat::default();
-            let size =
-                Size::new((gray.cols() as f32 * scale).round() as i32, (gray.rows() as f32 * scale).round() as i32);
-            imgproc::resize(gray, &mut small, size, 0.0, 0.0, imgproc::INTER_AREA)?;
-            small
-        } else {
-            gray.clone()
+    /// Faces in an 8-bit gray frame, largest first, in frame pixels, searched at the
+    /// turns [`DetectorConfig::angles`] calls for on this run.
+    pub fn detect(&mut self, gray: &Mat) -> Result<Vec<FaceBox>, DetectError> {
+        let angles: Vec<f32> = match self.config.angles {
+            AngleSearch::Upright => vec![0.0],
+            AngleSearch::All => std::iter::once(0.0).chain(TURNED_SEARCH_DEG).collect(),
+            AngleSearch::Cycle => vec![cycle_angle(self.runs)],
         };
-        let boxes = self.cascade_boxes(&small, Size::new(HAAR_MIN_FACE_PX, HAAR_MIN_FACE_PX), Size::default())?;
-        Ok(boxes.into_iter().map(|b| b.scale(1.0 / scale)).collect())
+        self.runs += 1;
+        let mut found = Vec::new();
+        for deg in angles {
+            found.extend(self.detect_turned(gray, deg.to_radians())?);
+        }
+        found.sort_by(|a, b| b.upright.area().total_cmp(&a.upright.area()));
+        Ok(found)
+    }
+
+    /// Faces rolled by about `roll_rad`: the cascade on the whole frame turned by
+    /// `-roll_rad` (so they are upright) and downscaled so that the turned frame is
+    /// at most `max_width` wide.
+    fn detect_turned(&mut self, gray: &Mat, roll_rad: f32) -> Result<Vec<FaceBox>, DetectError> {
+        let (w, h) = (gray.cols().max(1) as f32, gray.rows().max(1) as f32);
+        let centre = Point::new(w / 2.0, h / 2.0);
+        // The turned frame's size: the frame's bounds as seen turned by `roll_rad`.
+        let (cw, ch) = FaceBox::around(centre, w, h, roll_rad).turned_bounds();
+        let scale = (self.config.max_width as f32 / cw).min(1.0);
+        let canvas = FaceBox::around(centre, cw, ch, roll_rad);
+        let Some(view) = TurnedView::of(gray, &canvas, scale)? else {
+            return Ok(Vec::new());
+        };
+        let boxes = self.cascade_boxes(&view.image, Size::new(HAAR_MIN_FACE_PX, HAAR_MIN_FACE_PX), Size::default())?;
+        Ok(boxes.into_iter().map(|b| view.back_to_frame(&b)).collect())
     }
 
     /// The cascade on a histogram-equalised copy of `gray`: boxes between `min` and
@@ -128,4 +166,80 @@ impl HaarDetector {
         boxes.sort_by(|a, b| b.area().total_cmp(&a.area()));
         Ok(boxes)
     }
+}
+
+/// The angle a [`AngleSearch::Cycle`] detector searches on run `run`, degrees:
+/// upright on even runs, the turned angles in turn on odd ones.
+fn cycle_angle(run: usize) -> f32 {
+    if run.is_multiple_of(2) {
+        0.0
+    } else {
+        TURNED_SEARCH_DEG[(run / 2) % TURNED_SEARCH_DEG.len()]
+    }
+}
+
+/// A region of the frame turned upright and scaled, as the cascade searches it.
+struct TurnedView {
+    image: Mat,
+    /// Frame pixels -> `image` pixels.
+    to_image: Affine,
+    roll_rad: f32,
+}
+
+impl TurnedView {
+    /// `region` of `gray` (a box turned by its roll), turned level and scaled by
+    /// `scale`: the frame is cut to what the region needs and downscaled first
+    /// (area averaging, as a plain resize does), then turned. Parts of the region
+    /// beyond the frame are black. `None` when the view would be smaller than the
+    /// cascade's window.
+    fn of(gray: &Mat, region: &FaceBox, scale: f32) -> Result<Option<TurnedView>, DetectError> {
+        let (out_w, out_h) = ((region.upright.w * scale).round(), (region.upright.h * scale).round());
+        if out_w < HAAR_MIN_FACE_PX as f32 || out_h < HAAR_MIN_FACE_PX as f32 {
+            return Ok(None);
+        }
+        let frame = Rect::new(0.0, 0.0, gray.cols() as f32, gray.rows() as f32);
+        let b = region.bounds_in_frame();
+        let (x0, y0) = (b.x.max(0.0).floor(), b.y.max(0.0).floor());
+        let (x1, y1) = ((b.x + b.w).min(frame.w).ceil(), (b.y + b.h).min(frame.h).ceil());
+        if x1 - x0 < 1.0 || y1 - y0 < 1.0 {
+            return Ok(None);
+        }
+        let roi = Mat::roi(gray, opencv::core::Rect::new(x0 as i32, y0 as i32, (x1 - x0) as i32, (y1 - y0) as i32))?;
+        let small_size =
+            Size::new((((x1 - x0) * scale).round() as i32).max(1), (((y1 - y0) * scale).round() as i32).max(1));
+        let mut small = Mat::default();
+        imgproc::resize(&roi, &mut small, small_size, 0.0, 0.0, imgproc::INTER_AREA)?;
+        // Frame -> small: shift to the cut, then scale (by the sizes actually made).
+        let (sx, sy) = (small_size.width as f32 / (x1 - x0), small_size.height as f32 / (y1 - y0));
+        let to_small = Affine { a: sx, b: 0.0, c: 0.0, d: sy, tx: -x0 * sx, ty: -y0 * sy };
+        let centre = to_small.apply(region.center_in_frame());
+        let turn = turn_about(centre, -region.roll_rad, out_w, out_h);
+        let to_image = turn.after(&to_small);
+        let level_and_whole =
+            region.roll_rad == 0.0 && b.x >= 0.0 && b.y >= 0.0 && b.x + b.w <= frame.w && b.y + b.h <= frame.h;
+        let image = if level_and_whole {
+            small
+        } else {
+            crate::imageops::warp_gray(&small, &turn, out_w as i32, out_h as i32)?
+        };
+        let to_image = if level_and_whole { to_small } else { to_image };
+        Ok(Some(TurnedView { image, to_image, roll_rad: region.roll_rad }))
+    }
+
+    /// A box the cascade found in the view, as a frame box turned by the view's roll.
+    fn back_to_frame(&self, found: &Rect) -> FaceBox {
+        let m = &self.to_image;
+        let scale = (m.a * m.d - m.b * m.c).abs().sqrt();
+        FaceBox::around(m.inverse().apply(found.center()), found.w / scale, found.h / scale, self.roll_rad)
+    }
+}
+
+/// The map from an image to a `w` x `h` image of it turned by `angle_rad` about
+/// `centre` ([`Point::turned`]), `centre` landing in the middle.
+fn turn_about(centre: Point, angle_rad: f32, w: f32, h: f32) -> Affine {
+    let (sin, cos) = angle_rad.sin_cos();
+    let (a, b, c, d) = (cos, -sin, sin, cos);
+    let tx = w / 2.0 - (a * centre.x + b * centre.y);
+    let ty = h / 2.0 - (c * centre.x + d * centre.y);
+    Affine { a, b, c, d, tx, ty }
 }

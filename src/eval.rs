@@ -6,7 +6,7 @@
 use crate::dataset;
 use crate::detect::{DetectorConfig, HaarDetector};
 use crate::face;
-use crate::geometry::{Point, Rect};
+use crate::geometry::{FaceBox, Point, Rect};
 use crate::imageops;
 use crate::kaggle;
 use crate::landmarks::{Region, Scheme};
@@ -27,12 +27,14 @@ pub const WORST_SHOWN: usize = 5;
 pub const MATCH_IOU: f32 = 0.3;
 
 /// The detection that matches `points`, if any: the highest IoU with the true
-/// points' box, at least [`MATCH_IOU`].
-pub fn match_detection(detections: &[Rect], points68: &[Point]) -> Option<Rect> {
-    let truth = Rect::bounding(points68);
+/// points' box (turned as the detection is), at least [`MATCH_IOU`].
+pub fn match_detection(detections: &[FaceBox], points68: &[Point]) -> Option<FaceBox> {
     detections
         .iter()
-        .map(|d| (d.iou(&truth), *d))
+        .map(|d| {
+            let upright: Vec<Point> = points68.iter().map(|p| p.turned(-d.roll_rad)).collect();
+            (d.upright.iou(&Rect::bounding(&upright)), *d)
+        })
         .filter(|(iou, _)| *iou >= MATCH_IOU)
         .max_by(|a, b| a.0.total_cmp(&b.0))
         .map(|(_, d)| d)
@@ -130,7 +132,7 @@ pub fn evaluate(model: &Keypointer, opts: &EvalOptions) -> Result<EvalReport> {
                 Some(det) => det,
                 None => continue,
             },
-            None => model.config().crop.detection_for_points(&truth),
+            None => FaceBox::level(model.config().crop.detection_for_points(&truth)),
         };
         let timer = Instant::now();
         let found = fit_face(model, &gray, detection, opts.boxes)?;
@@ -165,7 +167,7 @@ fn evaluate_kaggle(model: &Keypointer, opts: &EvalOptions) -> Result<EvalReport>
     let (mut squares, mut coordinates) = (0.0f64, 0usize);
     for (i, f) in faces.iter().enumerate() {
         let timer = Instant::now();
-        let found = two_passes(model, &f.image, framing)?;
+        let found = two_passes(model, &f.image, FaceBox::level(framing))?;
         tally.infer_secs += timer.elapsed().as_secs_f64();
         let pred: Vec<Point> = found.points.iter().map(|&p| p + model.label_origin()).collect();
         for (p, t) in pred.iter().zip(&f.points).filter_map(|(p, t)| t.map(|t| (p, t))) {
@@ -190,7 +192,7 @@ fn evaluate_kaggle(model: &Keypointer, opts: &EvalOptions) -> Result<EvalReport>
 }
 
 /// The first and second pass of a new detection, as `run` gives it.
-fn two_passes(model: &Keypointer, gray: &Mat, detection: Rect) -> Result<face::FaceFit> {
+fn two_passes(model: &Keypointer, gray: &Mat, detection: FaceBox) -> Result<face::FaceFit> {
     let first = face::faces_in_boxes(model, gray, &[detection])?;
     let second = face::refine(model, gray, &first.into_iter().map(|f| f.points).collect::<Vec<_>>())?;
     second.into_iter().next().context("the CNN returned no face for a crop")
@@ -199,12 +201,12 @@ fn two_passes(model: &Keypointer, gray: &Mat, detection: Rect) -> Result<face::F
 /// The points `model` finds in `detection` of `gray`. With Haar boxes, as `run`
 /// treats a new detection: a second pass cropped from the first points, and
 /// `None` when the model is not sure of a face there.
-fn fit_face(model: &Keypointer, gray: &Mat, detection: Rect, boxes: Boxes) -> Result<Option<Vec<Point>>> {
+fn fit_face(model: &Keypointer, gray: &Mat, detection: FaceBox, boxes: Boxes) -> Result<Option<Vec<Point>>> {
     if boxes == Boxes::Truth {
         return Ok(face::faces_in_boxes(model, gray, &[detection])?.into_iter().next().map(|f| f.points));
     }
     let fit = two_passes(model, gray, detection)?;
-    Ok(face::confident(model, fit.spread).then_some(fit.points))
+    Ok(face::confident(model, fit.spread, &detection).then_some(fit.points))
 }
 
 /// The errors of the faces scored so far.
@@ -326,7 +328,8 @@ mod tests {
         let far = Rect::new(200.0, 200.0, 40.0, 40.0);
         let near = Rect::new(12.0, 12.0, 40.0, 40.0);
         let exact = Rect::new(10.0, 10.0, 40.0, 40.0);
-        assert_eq!(match_detection(&[far], &pts), None);
-        assert_eq!(match_detection(&[far, near, exact], &pts), Some(exact));
+        let level = |r: Rect| FaceBox::level(r);
+        assert_eq!(match_detection(&[level(far)], &pts), None);
+        assert_eq!(match_detection(&[level(far), level(near), level(exact)], &pts), Some(level(exact)));
     }
 }

@@ -31,6 +31,82 @@ impl Point {
     pub fn distance(self, other: Point) -> f32 {
         ((self.x - other.x).powi(2) + (self.y - other.y).powi(2)).sqrt()
     }
+
+    /// This point turned by `angle_rad` about the origin: with y down, a positive
+    /// angle turns clockwise as seen in the image ((1, 0) goes to (cos, sin)).
+    pub fn turned(self, angle_rad: f32) -> Point {
+        let (sin, cos) = angle_rad.sin_cos();
+        Point::new(self.x * cos - self.y * sin, self.x * sin + self.y * cos)
+    }
+}
+
+/// The angle of the line from `a` to `b` in the image, radians: 0 for level, positive
+/// when `b` lies lower (the line turned clockwise as seen).
+pub fn line_angle(a: Point, b: Point) -> f32 {
+    (b.y - a.y).atan2(b.x - a.x)
+}
+
+/// A face's detector-like box and its roll. `upright` is the box in the face's
+/// upright frame, the frame turned by `-roll_rad` about its origin
+/// ([`Point::turned`]), where the face's eye line is level: the box a detector
+/// would give if the image were turned so. Roll 0 is a plain frame box.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct FaceBox {
+    pub upright: Rect,
+    pub roll_rad: f32,
+}
+
+impl FaceBox {
+    /// A box found in the frame as it is (roll 0).
+    pub fn level(box_in_frame: Rect) -> FaceBox {
+        FaceBox { upright: box_in_frame, roll_rad: 0.0 }
+    }
+
+    /// The box of size `w` x `h` centred on `center_in_frame`, turned by `roll_rad`.
+    pub fn around(center_in_frame: Point, w: f32, h: f32, roll_rad: f32) -> FaceBox {
+        FaceBox { upright: Rect::from_center(center_in_frame.turned(-roll_rad), w, h), roll_rad }
+    }
+
+    pub fn center_in_frame(&self) -> Point {
+        self.upright.center().turned(self.roll_rad)
+    }
+
+    /// The axis-aligned frame box around the turned box.
+    pub fn bounds_in_frame(&self) -> Rect {
+        let (bw, bh) = self.turned_bounds();
+        Rect::from_center(self.center_in_frame(), bw, bh)
+    }
+
+    /// Width and height of the axis-aligned box around the turned box.
+    pub fn turned_bounds(&self) -> (f32, f32) {
+        let (sin, cos) = self.roll_rad.sin_cos();
+        let (w, h) = (self.upright.w, self.upright.h);
+        (w * cos.abs() + h * sin.abs(), w * sin.abs() + h * cos.abs())
+    }
+
+    /// `other`, its centre expressed in this box's upright frame (its own turn
+    /// against this one's left aside: tracked rolls differ by a few degrees).
+    fn in_my_frame(&self, other: &FaceBox) -> Rect {
+        let c = other.center_in_frame().turned(-self.roll_rad);
+        Rect::from_center(c, other.upright.w, other.upright.h)
+    }
+
+    /// Intersection over union, taken in this box's upright frame.
+    pub fn iou(&self, other: &FaceBox) -> f32 {
+        self.upright.iou(&self.in_my_frame(other))
+    }
+
+    /// Intersection over the smaller box, in this box's upright frame.
+    pub fn overlap_of_smaller(&self, other: &FaceBox) -> f32 {
+        self.upright.overlap_of_smaller(&self.in_my_frame(other))
+    }
+
+    /// The same box moved by `shift` frame pixels.
+    pub fn moved(&self, shift: Point) -> FaceBox {
+        let d = shift.turned(-self.roll_rad);
+        let u = self.upright;
+        FaceBox { upright: Rect::new(u.x + d.x, u.y + d.y, u.w, u.h), roll_rad: self.roll_rad }
+    }
 }
 
 impl std::ops::Add for Point {
@@ -176,7 +252,8 @@ impl Affine {
 }
 
 /// A square region of the frame that becomes the network input, possibly rotated
-/// and mirrored (augmentation); at run time `angle_rad` is 0 and `mirror` false.
+/// (a rolled face is cropped level; training also turns crops at random) and
+/// mirrored (augmentation only).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct CropSquare {
     pub center: Point,
@@ -277,6 +354,26 @@ impl CropPrior {
         let center = Point::new(dc.x - s * self.dx_mean, dc.y - s * self.dy_mean);
         CropSquare::upright(center, s * self.crop_padding)
     }
+
+    /// The detector-like box for `points` of a face with roll `roll_rad`: the
+    /// prior's box around the points turned upright.
+    pub fn face_box_for_points(&self, points: &[Point], roll_rad: f32) -> FaceBox {
+        let upright: Vec<Point> = points.iter().map(|p| p.turned(-roll_rad)).collect();
+        FaceBox { upright: self.detection_for_points(&upright), roll_rad }
+    }
+
+    /// The network's crop for a face box: [`Self::crop_for_detection`] in the
+    /// face's upright frame, turned back into the frame, so that the face is level
+    /// in the crop. Roll 0 gives the plain crop.
+    pub fn crop_for_face(&self, face: &FaceBox) -> CropSquare {
+        let upright = self.crop_for_detection(&face.upright);
+        CropSquare {
+            center: upright.center.turned(face.roll_rad),
+            side: upright.side,
+            angle_rad: face.roll_rad,
+            mirror: false,
+        }
+    }
 }
 
 /// Maps network outputs (unit space) of one crop to frame pixels.
@@ -317,6 +414,52 @@ mod tests {
             log_scale_std: 0.06,
             crop_padding: 1.4,
         }
+    }
+
+    /// A face turned by any roll, borders included: its rolled box and crop put the
+    /// face level in the crop, in the same place as the upright face's crop puts
+    /// the upright face, and crop <-> frame maps are inverse to each other.
+    #[test]
+    fn a_rolled_face_is_cropped_level_and_maps_back() {
+        let prior = prior();
+        // An upright "face": eyes level, mouth below; near the frame's corner so the
+        // crop runs past the border.
+        let face = [Point::new(10.0, 20.0), Point::new(50.0, 20.0), Point::new(30.0, 45.0), Point::new(30.0, 60.0)];
+        let pivot = Point::new(30.0, 40.0);
+        let upright_crop = prior.crop_for_detection(&prior.detection_for_points(&face));
+        let upright_unit = unit_points_from_frame(&face, &upright_crop, 96);
+        for deg in [-179.0f32, -120.0, -90.0, -45.0, -10.0, 0.0, 30.0, 60.0, 90.0, 135.0, 180.0] {
+            let roll = deg.to_radians();
+            let turned: Vec<Point> =
+                face.iter().map(|p| Point::new(p.x - pivot.x, p.y - pivot.y).turned(roll) + pivot).collect();
+            assert!((line_angle(turned[0], turned[1]) - roll).sin().abs() < 1e-5, "{deg}: eye line");
+            let b = prior.face_box_for_points(&turned, roll);
+            let crop = prior.crop_for_face(&b);
+            let unit = unit_points_from_frame(&turned, &crop, 96);
+            for (u, w) in unit.iter().zip(&upright_unit) {
+                assert!(close(*u, *w, 1e-3), "{deg}: {u:?} vs {w:?}");
+            }
+            let back = frame_points_from_unit(&unit, &crop, 96);
+            for (p, q) in back.iter().zip(&turned) {
+                assert!(close(*p, *q, 1e-3), "{deg}: {p:?} vs {q:?}");
+            }
+            // The box moved in the frame moves its centre by as much.
+            let moved = b.moved(Point::new(7.0, -3.0));
+            assert!(close(moved.center_in_frame(), b.center_in_frame() + Point::new(7.0, -3.0), 1e-3));
+            assert!((b.iou(&moved) - b.upright.iou(&moved.upright)).abs() < 1e-4);
+        }
+    }
+
+    #[test]
+    fn bounds_of_a_rolled_box_hold_its_corners() {
+        let b = FaceBox::around(Point::new(100.0, 80.0), 40.0, 40.0, 30f32.to_radians());
+        let r = b.bounds_in_frame();
+        for (dx, dy) in [(-20.0, -20.0), (20.0, -20.0), (-20.0, 20.0), (20.0, 20.0)] {
+            let corner = (b.upright.center() + Point::new(dx, dy)).turned(b.roll_rad);
+            let inside = Rect::new(r.x - 1e-3, r.y - 1e-3, r.w + 2e-3, r.h + 2e-3);
+            assert!(inside.contains(corner), "{corner:?} outside {r:?}");
+        }
+        assert!((r.w - 40.0 * (30f32.to_radians().cos() + 30f32.to_radians().sin())).abs() < 1e-3);
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! gray conversion and the crop warp. Frame pixels in, crop pixels out; the crop
 //! geometry itself is [`crate::geometry`]'s.
 
-use crate::geometry::CropSquare;
+use crate::geometry::{Affine, CropSquare};
 use opencv::core::{Mat, Scalar, Size, BORDER_CONSTANT};
 use opencv::prelude::*;
 use opencv::{imgcodecs, imgproc};
@@ -41,16 +41,23 @@ pub fn to_gray(frame: &Mat) -> opencv::Result<Mat> {
 /// Parts of the crop outside the frame are black (faces at the border are padded,
 /// never clipped by an ROI).
 pub fn extract_crop(gray: &Mat, crop: &CropSquare, input_size: u32) -> opencv::Result<Vec<u8>> {
-    let m = Mat::from_slice_2d(&crop.crop_from_frame(input_size).to_rows())?;
+    let side = input_size as i32;
+    Ok(warp_gray(gray, &crop.crop_from_frame(input_size), side, side)?.data_bytes()?.to_vec())
+}
+
+/// `gray` mapped by `m` (source pixels -> output pixels) into a `w` x `h` image,
+/// bilinear, black beyond the source.
+pub fn warp_gray(gray: &Mat, m: &Affine, w: i32, h: i32) -> opencv::Result<Mat> {
+    let rows = Mat::from_slice_2d(&m.to_rows())?;
     let mut out = Mat::default();
     imgproc::warp_affine(
         gray,
         &mut out,
-        &m,
-        Size::new(input_size as i32, input_size as i32),
+        &rows,
+        Size::new(w, h),
         imgproc::INTER_LINEAR,
         BORDER_CONSTANT,
         Scalar::all(0.0),
     )?;
-    Ok(out.data_bytes()?.to_vec())
+    Ok(out)
 }

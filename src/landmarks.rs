@@ -196,6 +196,27 @@ impl Scheme {
     }
 
     /// Mirrors point labels after a horizontal flip of the image.
+    /// The eye centres of a face's points: (image-left eye, image-right eye).
+    pub fn eye_centres(self, p: &[Point]) -> (Point, Point) {
+        let mean = |r: std::ops::Range<usize>| {
+            let n = r.len() as f32;
+            let (sx, sy) = p[r].iter().fold((0.0, 0.0), |(x, y), q| (x + q.x, y + q.y));
+            Point::new(sx / n, sy / n)
+        };
+        match self {
+            Scheme::P68 => (mean(36..42), mean(42..48)),
+            // Kaggle's left and right are the subject's: point 1 is on the image left.
+            Scheme::P15 => (p[1], p[0]),
+        }
+    }
+
+    /// A face's roll: the angle of its eye line in the image, radians (0 level,
+    /// positive turned clockwise as seen; see [`crate::geometry::line_angle`]).
+    pub fn roll(self, p: &[Point]) -> f32 {
+        let (left, right) = self.eye_centres(p);
+        crate::geometry::line_angle(left, right)
+    }
+
     pub fn mirror_labels(self, p: &[Point]) -> Vec<Point> {
         self.flip_permutation().iter().map(|&j| p[j]).collect()
     }

@@ -26,7 +26,7 @@
 //! This module knows neither OpenCV nor libtorch: it plans crops and judges points.
 
 use crate::face::Face;
-use crate::geometry::{CropPrior, Point, Rect};
+use crate::geometry::{CropPrior, FaceBox, Point, Rect};
 use crate::smooth::{OneEuroParams, PointsFilter};
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -87,17 +87,28 @@ pub enum Origin {
 /// A box to crop on this frame.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Candidate {
-    /// Detector-like box the crop is made from (`CropPrior::crop_for_detection`).
-    pub box_in_frame: Rect,
+    /// Detector-like box the crop is made from (`CropPrior::crop_for_face`): a
+    /// rolled face's box is turned with it, so that its crop is level.
+    pub face_box: FaceBox,
     /// Index into the tracker's tracks for `Tracked` and `Redetected`.
     pub track: Option<usize>,
     pub origin: Origin,
 }
 
+/// A candidate the CNN found a plausible face in: its points (frame pixels) and the
+/// face's roll from them (its eye line).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Fitted {
+    pub candidate: Candidate,
+    pub points: Vec<Point>,
+    pub roll_rad: f32,
+}
+
 struct Track {
     id: u64,
-    /// The detector-like box of the last points (raw, not smoothed).
-    last_box: Rect,
+    /// The detector-like box of the last points (raw, not smoothed), turned by the
+    /// face's roll.
+    last_box: FaceBox,
     /// Motion of `last_box`'s centre over the last frame, pixels per frame.
     velocity: Point,
     missed_detections: u32,
@@ -107,9 +118,8 @@ struct Track {
 
 impl Track {
     /// Where the face should be on the next frame.
-    fn predicted_box(&self) -> Rect {
-        let b = self.last_box;
-        Rect::new(b.x + self.velocity.x, b.y + self.velocity.y, b.w, b.h)
+    fn predicted_box(&self) -> FaceBox {
+        self.last_box.moved(self.velocity)
     }
 }
 
@@ -146,12 +156,12 @@ impl Tracker {
     /// The crops of a frame: every live track (tracking), plus the detections that
     /// continue no track, when the detector ran (`detections`). Tracks the detector
     /// ran past without seeing too often are dropped here.
-    pub fn plan(&mut self, detections: Option<&[Rect]>) -> Vec<Candidate> {
+    pub fn plan(&mut self, detections: Option<&[FaceBox]>) -> Vec<Candidate> {
         let mut candidates = Vec::new();
         let Some(detections) = detections else {
             if self.crops == CropMode::Keypoints {
                 candidates.extend((0..self.tracks.len()).map(|k| Candidate {
-                    box_in_frame: self.tracks[k].predicted_box(),
+                    face_box: self.tracks[k].predicted_box(),
                     track: Some(k),
                     origin: Origin::Tracked,
                 }));
@@ -159,23 +169,23 @@ impl Tracker {
             return candidates;
         };
         let (matched, fresh) = self.match_detections(detections);
-        candidates.extend(fresh.into_iter().map(|d| Candidate { box_in_frame: d, track: None, origin: Origin::Fresh }));
+        candidates.extend(fresh.into_iter().map(|d| Candidate { face_box: d, track: None, origin: Origin::Fresh }));
         for (k, t) in self.tracks.iter_mut().enumerate() {
             match matched[k] {
                 Some(d) => {
                     t.missed_detections = 0;
-                    let (box_in_frame, origin) = if self.crops == CropMode::Keypoints {
+                    let (face_box, origin) = if self.crops == CropMode::Keypoints {
                         (t.predicted_box(), Origin::Tracked)
                     } else {
                         (d, Origin::Redetected)
                     };
-                    candidates.push(Candidate { box_in_frame, track: Some(k), origin });
+                    candidates.push(Candidate { face_box, track: Some(k), origin });
                 }
                 None => {
                     t.missed_detections += 1;
                     if self.crops == CropMode::Keypoints && t.missed_detections < self.params.max_missed_detections {
                         candidates.push(Candidate {
-                            box_in_frame: t.predicted_box(),
+                            face_box: t.predicted_box(),
                             track: Some(k),
                             origin: Origin::Tracked,
                         });
@@ -188,8 +198,8 @@ impl Tracker {
 
     /// Each track's matching detection (greedy by IoU with its predicted box, at
     /// least [`TrackerParams::match_iou`]), and the detections that match no track.
-    fn match_detections(&self, detections: &[Rect]) -> (Vec<Option<Rect>>, Vec<Rect>) {
-        let mut matched: Vec<Option<Rect>> = vec![None; self.tracks.len()];
+    fn match_detections(&self, detections: &[FaceBox]) -> (Vec<Option<FaceBox>>, Vec<FaceBox>) {
+        let mut matched: Vec<Option<FaceBox>> = vec![None; self.tracks.len()];
         let mut fresh = Vec::new();
         for d in detections {
             let best = (0..self.tracks.len())
@@ -208,7 +218,7 @@ impl Tracker {
     /// Where the tracks that no box of `detections` matches should be (tracking
     /// only): the faces a whole-frame detector run missed, to look for again closely
     /// before counting a miss.
-    pub fn unconfirmed(&self, detections: &[Rect]) -> Vec<Rect> {
+    pub fn unconfirmed(&self, detections: &[FaceBox]) -> Vec<FaceBox> {
         if self.crops != CropMode::Keypoints {
             return Vec::new();
         }
@@ -219,15 +229,16 @@ impl Tracker {
     /// Whether `points` (frame pixels, found in the crop of `candidate` on a frame
     /// of `frame_size` pixels) are a face there: see the module documentation.
     pub fn plausible(&self, candidate: &Candidate, points: &[Point], frame_size: (u32, u32)) -> bool {
-        let found = self.prior.detection_for_points(points);
-        let b = candidate.box_in_frame;
-        if !(found.w.is_finite() && found.iou(&b) >= self.params.keep_iou) {
+        let b = candidate.face_box;
+        let found = self.prior.face_box_for_points(points, b.roll_rad);
+        if !(found.upright.w.is_finite() && found.upright.iou(&b.upright) >= self.params.keep_iou) {
             return false;
         }
         if candidate.origin == Origin::Tracked {
-            let scale = found.w / b.w.max(1.0);
+            let scale = found.upright.w / b.upright.w.max(1.0);
             let frame = Rect::new(0.0, 0.0, frame_size.0 as f32, frame_size.1 as f32);
-            let visible = found.intersection_area(&frame) / found.area().max(1e-6);
+            let bounds = found.bounds_in_frame();
+            let visible = bounds.intersection_area(&frame) / bounds.area().max(1e-6);
             let p = &self.params;
             return (1.0 / p.max_scale_change..=p.max_scale_change).contains(&scale) && visible >= p.min_visible;
         }
@@ -239,45 +250,31 @@ impl Tracker {
     /// lost; duplicates of an older (or preferred) face are dropped, as are faces
     /// nested in one; fresh faces become new tracks. Returns the frame's faces, points
     /// smoothed when smoothing is on.
-    pub fn update(&mut self, kept: Vec<(Candidate, Vec<Point>)>, timestamp_ms: f64) -> Vec<Face> {
+    pub fn update(&mut self, mut kept: Vec<Fitted>, timestamp_ms: f64) -> Vec<Face> {
         let mut old: Vec<Option<Track>> = std::mem::take(&mut self.tracks).into_iter().map(Some).collect();
         // Older tracks first, so a duplicate is always the younger face.
-        let mut kept = kept;
-        kept.sort_by_key(|(c, _)| c.track.map(|k| old[k].as_ref().map_or(u64::MAX, |t| t.id)).unwrap_or(u64::MAX));
+        let age = |f: &Fitted| f.candidate.track.map(|k| old[k].as_ref().map_or(u64::MAX, |t| t.id));
+        kept.sort_by_key(|f| age(f).unwrap_or(u64::MAX));
         let mut faces = Vec::new();
-        for (candidate, points) in kept {
-            let raw_box = self.prior.detection_for_points(&points);
-            let p = &self.params;
-            if self.tracks.iter().any(|t| {
-                t.last_box.iou(&raw_box) > p.duplicate_iou || t.last_box.overlap_of_smaller(&raw_box) > p.nested_overlap
-            }) {
+        for fitted in kept {
+            let raw_box = self.prior.face_box_for_points(&fitted.points, fitted.roll_rad);
+            if self.is_duplicate(&raw_box) {
                 continue;
             }
-            let previous = candidate.track.and_then(|k| old[k].take());
-            let mut track = match previous {
+            let mut track = match fitted.candidate.track.and_then(|k| old[k].take()) {
                 Some(mut t) => {
-                    let (a, b) = (t.last_box.center(), raw_box.center());
+                    let (a, b) = (t.last_box.center_in_frame(), raw_box.center_in_frame());
                     t.velocity = Point::new(b.x - a.x, b.y - a.y);
                     t
                 }
-                None => {
-                    self.next_id += 1;
-                    Track {
-                        id: self.next_id,
-                        last_box: raw_box,
-                        velocity: Point::default(),
-                        missed_detections: 0,
-                        filter: PointsFilter::default(),
-                        last_timestamp_ms: timestamp_ms,
-                    }
-                }
+                None => self.new_track(raw_box, timestamp_ms),
             };
             let points = match &self.smoothing {
                 Some(params) => {
                     let dt_secs = ((timestamp_ms - track.last_timestamp_ms) / 1000.0) as f32;
-                    track.filter.filter(&points, raw_box.w, dt_secs, params)
+                    track.filter.filter(&fitted.points, raw_box.upright.w, dt_secs, params)
                 }
-                None => points,
+                None => fitted.points,
             };
             track.last_box = raw_box;
             track.last_timestamp_ms = timestamp_ms;
@@ -285,6 +282,26 @@ impl Tracker {
             self.tracks.push(track);
         }
         faces
+    }
+
+    /// Whether a face with box `b` is one this frame already kept, or nests in one.
+    fn is_duplicate(&self, b: &FaceBox) -> bool {
+        let p = &self.params;
+        self.tracks
+            .iter()
+            .any(|t| t.last_box.iou(b) > p.duplicate_iou || t.last_box.overlap_of_smaller(b) > p.nested_overlap)
+    }
+
+    fn new_track(&mut self, last_box: FaceBox, timestamp_ms: f64) -> Track {
+        self.next_id += 1;
+        Track {
+            id: self.next_id,
+            last_box,
+            velocity: Point::default(),
+            missed_detections: 0,
+            filter: PointsFilter::default(),
+            last_timestamp_ms: timestamp_ms,
+        }
     }
 }
 
@@ -321,13 +338,24 @@ mod tests {
     }
 
     /// Runs one frame where the CNN finds exactly `truth` in every crop that holds it.
+    /// Detector boxes of level faces.
+    fn level(boxes: &[Rect]) -> Vec<FaceBox> {
+        boxes.iter().map(|b| FaceBox::level(*b)).collect()
+    }
+
+    /// A candidate fitted with `points` of a level face.
+    fn fitted(candidate: Candidate, points: Vec<Point>) -> Fitted {
+        Fitted { candidate, points, roll_rad: 0.0 }
+    }
+
+    /// Runs one frame where the CNN finds exactly `truth` in every crop that holds it.
     fn frame(t: &mut Tracker, detections: Option<&[Rect]>, truth: Rect, ms: f64) -> Vec<Face> {
-        let plan = t.plan(detections);
+        let plan = t.plan(detections.map(level).as_deref());
         let kept = plan
             .into_iter()
             .filter_map(|c| {
                 let pts = points_for_box(truth);
-                t.plausible(&c, &pts, FRAME).then_some((c, pts))
+                t.plausible(&c, &pts, FRAME).then(|| fitted(c, pts))
             })
             .collect();
         t.update(kept, ms)
@@ -354,7 +382,7 @@ mod tests {
         }
         // After moving 10 px per frame, the next crop is expected at 140.
         let plan = t.plan(None);
-        assert!((plan[0].box_in_frame.x - 140.0).abs() < 1e-3, "{:?}", plan[0]);
+        assert!((plan[0].face_box.upright.x - 140.0).abs() < 1e-3, "{:?}", plan[0]);
     }
 
     #[test]
@@ -395,9 +423,9 @@ mod tests {
         // A second detection that matches no track, whose points land on the same
         // face as the track's: one face, the older track.
         let far = Rect::new(400.0, 50.0, 120.0, 120.0);
-        let plan = t.plan(Some(&[far]));
+        let plan = t.plan(Some(&level(&[far])));
         assert_eq!(plan.len(), 2);
-        let kept = plan.into_iter().map(|c| (c, points_for_box(b))).collect();
+        let kept = plan.into_iter().map(|c| fitted(c, points_for_box(b))).collect();
         let faces = t.update(kept, 33.0);
         assert_eq!(faces.len(), 1);
         assert_eq!(faces[0].track, first);
@@ -418,13 +446,13 @@ mod tests {
         let mut t = tracker(CropMode::Keypoints);
         let a = Rect::new(100.0, 50.0, 120.0, 120.0);
         let b = Rect::new(400.0, 50.0, 120.0, 120.0);
-        let plan = t.plan(Some(&[a, b]));
-        let kept = plan.into_iter().map(|c| (c, points_for_box(c.box_in_frame))).collect();
+        let plan = t.plan(Some(&level(&[a, b])));
+        let kept = plan.into_iter().map(|c| fitted(c, points_for_box(c.face_box.upright))).collect();
         assert_eq!(t.update(kept, 0.0).len(), 2);
-        let missed = t.unconfirmed(&[a]);
+        let missed = t.unconfirmed(&level(&[a]));
         assert_eq!(missed.len(), 1);
-        assert!(missed[0].iou(&b) > 0.99, "{missed:?}");
-        assert!(t.unconfirmed(&[a, b]).is_empty());
+        assert!(missed[0].upright.iou(&b) > 0.99, "{missed:?}");
+        assert!(t.unconfirmed(&level(&[a, b])).is_empty());
         assert!(tracker(CropMode::Detections).unconfirmed(&[]).is_empty());
     }
 
@@ -435,11 +463,11 @@ mod tests {
         let id = frame(&mut t, Some(&[b]), b, 0.0)[0].track;
         assert!(t.plan(None).is_empty(), "no crops without a detection");
         let moved = Rect::new(110.0, 50.0, 120.0, 120.0);
-        let plan = t.plan(Some(&[moved]));
+        let plan = t.plan(Some(&level(&[moved])));
         assert_eq!(plan.len(), 1);
         assert_eq!(plan[0].origin, Origin::Redetected);
-        assert_eq!(plan[0].box_in_frame, moved);
-        let faces = t.update(vec![(plan[0], points_for_box(moved))], 33.0);
+        assert_eq!(plan[0].face_box, FaceBox::level(moved));
+        let faces = t.update(vec![fitted(plan[0], points_for_box(moved))], 33.0);
         assert_eq!(faces[0].track, id);
     }
 
@@ -450,9 +478,11 @@ mod tests {
         let first = frame(&mut t, Some(&[b]), b, 0.0)[0].track;
         // Haar fires on the lower half of the face; the CNN fits a small face there.
         let chin = Rect::new(130.0, 120.0, 60.0, 60.0);
-        let plan = t.plan(Some(&[chin]));
-        let kept =
-            plan.into_iter().map(|c| (c, points_for_box(if c.origin == Origin::Fresh { chin } else { b }))).collect();
+        let plan = t.plan(Some(&level(&[chin])));
+        let kept = plan
+            .into_iter()
+            .map(|c| fitted(c, points_for_box(if c.origin == Origin::Fresh { chin } else { b })))
+            .collect();
         let faces = t.update(kept, 33.0);
         assert_eq!(faces.iter().map(|f| f.track).collect::<Vec<_>>(), vec![first]);
     }

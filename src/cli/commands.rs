@@ -4,7 +4,7 @@
 use super::args::{BenchArgs, DeviceArgs, EvalArgs, ModelArgs, RunArgs, SourceArgs, TrackingArgs, TrainArgs};
 use super::EXIT_INTERRUPTED;
 use anyhow::{Context, Result};
-use facekp::detect::DetectorConfig;
+use facekp::detect::{AngleSearch, DetectorConfig};
 use facekp::landmarks::Scheme;
 use facekp::model::{self, Keypointer, ModelError};
 use facekp::pipeline::{self, RunOptions, RunSummary, Schedule, StopReason};
@@ -109,6 +109,9 @@ fn print_run_summary(summary: &RunSummary, description: &str) {
 pub fn bench(args: BenchArgs) -> Result<u8> {
     let scheme = args.model.scheme;
     args.tracking.apply_threads()?;
+    if let Some(csv) = &args.rotation_sweep {
+        return rotation_sweep(&args, csv);
+    }
     let spec = match (&args.video, &args.still) {
         (Some(v), _) if args.live => SourceSpec::PacedVideo(v.clone()),
         (Some(v), _) => SourceSpec::Video(v.clone()),
@@ -117,7 +120,7 @@ pub fn bench(args: BenchArgs) -> Result<u8> {
             frames: args.frames.unwrap_or(STILL_FRAMES),
             noise_sigma: STILL_NOISE_SIGMA,
         },
-        _ => anyhow::bail!("give --video or --still"),
+        _ => anyhow::bail!("give --video, --still or --rotation-sweep"),
     };
     let stop = interrupt_flag()?;
     let pass = BenchPass { args: &args, spec: &spec, stop: &stop };
@@ -144,6 +147,42 @@ pub fn bench(args: BenchArgs) -> Result<u8> {
         println!("{value}");
     }
     Ok(if stop.load(Ordering::SeqCst) { EXIT_INTERRUPTED } else { 0 })
+}
+
+/// `bench --rotation-sweep`: faces of an annotated CSV turned in the image plane.
+fn rotation_sweep(args: &BenchArgs, csv: &Path) -> Result<u8> {
+    if !csv.is_file() {
+        anyhow::bail!("--rotation-sweep {}: file not found", csv.display());
+    }
+    let dir = csv.parent().unwrap_or(Path::new(".")).to_path_buf();
+    let name = facekp::dataset::set_name(&dir);
+    let weights = args.model.weights.clone().unwrap_or_else(|| default_weights(args.model.scheme));
+    let cfg = model::ModelConfig::load(&model::config_path_for(&weights)).ok();
+    let convention = cfg.filter(|c| c.conventions.contains(&name)).map(|_| name.clone());
+    let model = load_model(&args.model, convention.as_deref())?;
+    let set = facekp::dataset::load_set(&name, csv, &dir.join("images"))?;
+    let tracking = &args.tracking;
+    let schedule = Schedule { detect_every: tracking.detect_every, crops: CropMode::Keypoints };
+    let config = DetectorConfig {
+        max_width: tracking.detect_width.unwrap_or(DEFAULT_RUN_DETECT_WIDTH),
+        angles: AngleSearch::Cycle,
+    };
+    let mut detector = facekp::detect::HaarDetector::new(&tracking.cascade, config)?;
+    let face_detector = facekp::detect::HaarDetector::new(&tracking.cascade, config)?;
+    let mut stage = pipeline::FaceStage::new(face_detector, model, CropMode::Keypoints, tracking.smoothing());
+    let faces = args.sweep_faces.map(|n| n as usize);
+    let report = bench::sweep::rotation_sweep(&set, faces, &mut stage, &mut detector, schedule)?;
+    for b in &report.bands {
+        let nme = b.nme.map_or("-".to_string(), |e| format!("{e:.4}"));
+        println!("turned {:>5} deg: followed {:.3} of {} frames, NME {nme}", b.band, b.followed, b.frames);
+    }
+    for s in &report.stills {
+        println!("photo turned {:+} deg: found {:.3} of {} faces", s.angle_deg, s.found, report.faces);
+    }
+    if args.json {
+        println!("{}", serde_json::to_string(&report).context("report")?);
+    }
+    Ok(0)
 }
 
 /// One headless pass of `bench` over its source.
@@ -265,13 +304,16 @@ impl TrackingArgs {
     }
 
     /// The detector settings for `spec`: photos are searched at the width `eval`
-    /// uses; live and video frames at a smaller one, for speed.
+    /// uses and at every turn of the image; live and video frames at a smaller
+    /// width, for speed, one turn per detector run (upright every run without
+    /// tracking, which detects every frame).
     fn detector(&self, spec: &SourceSpec) -> DetectorConfig {
-        let default = match spec {
-            SourceSpec::Images(_) => DetectorConfig::default().max_width,
-            _ => DEFAULT_RUN_DETECT_WIDTH,
+        let (width, angles) = match spec {
+            SourceSpec::Images(_) => (DetectorConfig::default().max_width, AngleSearch::All),
+            _ if self.no_track => (DEFAULT_RUN_DETECT_WIDTH, AngleSearch::Upright),
+            _ => (DEFAULT_RUN_DETECT_WIDTH, AngleSearch::Cycle),
         };
-        DetectorConfig { max_width: self.detect_width.unwrap_or(default) }
+        DetectorConfig { max_width: self.detect_width.unwrap_or(width), angles }
     }
 
     /// Sets the thread pools of libtorch and OpenCV.

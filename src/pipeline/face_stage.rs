@@ -4,10 +4,10 @@
 use super::timer::StageTimer;
 use crate::detect::HaarDetector;
 use crate::face::{self, Face, StageTimes};
-use crate::geometry::{Point, Rect};
+use crate::geometry::{FaceBox, Point};
 use crate::model::Keypointer;
 use crate::smooth::OneEuroParams;
-use crate::track::{Candidate, CropMode, Origin, Tracker, TrackerParams};
+use crate::track::{Candidate, CropMode, Fitted, Origin, Tracker, TrackerParams};
 use anyhow::Result;
 use opencv::core::Mat;
 use opencv::prelude::*;
@@ -20,6 +20,7 @@ pub struct FaceStage {
     detector: HaarDetector,
     model: Keypointer,
     tracker: Tracker,
+    smoothing: Option<OneEuroParams>,
     /// Detector runs of this stage (track lost, or no face followed).
     pub detector_runs: u64,
 }
@@ -32,7 +33,7 @@ pub struct ProcessedFrame {
 
 /// The crops of some candidates and the points the CNN found in them.
 struct Inferred {
-    kept: Vec<(Candidate, Vec<Point>)>,
+    kept: Vec<Fitted>,
     /// A tracked face was judged lost.
     lost: bool,
 }
@@ -42,7 +43,12 @@ impl FaceStage {
     /// `smoothing`: One Euro filtering of each track's points, or raw points.
     pub fn new(detector: HaarDetector, model: Keypointer, crops: CropMode, smoothing: Option<OneEuroParams>) -> Self {
         let tracker = Tracker::new(model.config().crop, TrackerParams::default(), smoothing, crops);
-        Self { detector, model, tracker, detector_runs: 0 }
+        Self { detector, model, tracker, smoothing, detector_runs: 0 }
+    }
+
+    /// Forgets every track, as for a new video, cropping followed faces by `crops`.
+    pub fn restart(&mut self, crops: CropMode) {
+        self.tracker = Tracker::new(self.model.config().crop, TrackerParams::default(), self.smoothing, crops);
     }
 
     pub fn model(&self) -> &Keypointer {
@@ -51,7 +57,7 @@ impl FaceStage {
 
     /// Finds the faces of one 8-bit gray frame taken at `timestamp_ms`;
     /// `detections` are the detector's boxes when it ran on this frame.
-    pub fn process(&mut self, gray: &Mat, detections: Option<&[Rect]>, timestamp_ms: f64) -> Result<ProcessedFrame> {
+    pub fn process(&mut self, gray: &Mat, detections: Option<&[FaceBox]>, timestamp_ms: f64) -> Result<ProcessedFrame> {
         let mut times = StageTimes::default();
         let timer = StageTimer::start();
         let confirmed = match detections {
@@ -75,7 +81,7 @@ impl FaceStage {
 
     /// The detector's `found` boxes plus, for each tracked face they missed (small,
     /// or blurred by the downscale), what a closer search around its track finds.
-    fn look_closer(&mut self, gray: &Mat, found: &[Rect]) -> Result<Vec<Rect>> {
+    fn look_closer(&mut self, gray: &Mat, found: &[FaceBox]) -> Result<Vec<FaceBox>> {
         let mut confirmed = found.to_vec();
         for predicted in self.tracker.unconfirmed(found) {
             confirmed.extend(self.detector.detect_near(gray, &predicted)?);
@@ -85,12 +91,7 @@ impl FaceStage {
 
     /// Runs the detector on the whole frame now and fits the faces it finds that
     /// no `kept` face already covers.
-    fn search_now(
-        &mut self,
-        gray: &Mat,
-        kept: &[(Candidate, Vec<Point>)],
-        times: &mut StageTimes,
-    ) -> Result<Vec<(Candidate, Vec<Point>)>> {
+    fn search_now(&mut self, gray: &Mat, kept: &[Fitted], times: &mut StageTimes) -> Result<Vec<Fitted>> {
         let timer = StageTimer::start();
         let found = self.detector.detect(gray)?;
         self.detector_runs += 1;
@@ -101,8 +102,8 @@ impl FaceStage {
         let match_iou = self.tracker.params().match_iou;
         let fresh: Vec<Candidate> = found
             .into_iter()
-            .filter(|d| kept.iter().all(|(_, p)| prior.detection_for_points(p).iou(d) < match_iou))
-            .map(|d| Candidate { box_in_frame: d, track: None, origin: Origin::Fresh })
+            .filter(|d| kept.iter().all(|f| prior.face_box_for_points(&f.points, f.roll_rad).iou(d) < match_iou))
+            .map(|d| Candidate { face_box: d, track: None, origin: Origin::Fresh })
             .collect();
         let inferred = self.infer(gray, fresh)?;
         times.infer_ms += timer.ms();
@@ -114,14 +115,14 @@ impl FaceStage {
     /// their first points ([`face::refine`]) and are kept only when the network is
     /// sure of a face there ([`face::confident`]).
     fn infer(&self, gray: &Mat, candidates: Vec<Candidate>) -> Result<Inferred> {
-        let boxes: Vec<Rect> = candidates.iter().map(|c| c.box_in_frame).collect();
+        let boxes: Vec<FaceBox> = candidates.iter().map(|c| c.face_box).collect();
         let found = face::faces_in_boxes(&self.model, gray, &boxes)?;
         let frame_size = (gray.cols() as u32, gray.rows() as u32);
         let mut kept = Vec::new();
         let mut lost = false;
         for (c, fit) in candidates.into_iter().zip(found) {
             if self.tracker.plausible(&c, &fit.points, frame_size) {
-                kept.push((c, fit.points));
+                kept.push(self.fitted(c, fit.points));
             } else {
                 lost |= c.origin != Origin::Fresh;
             }
@@ -134,20 +135,26 @@ impl FaceStage {
     /// faces overlap, the tracker keeps the first, so they are ordered by how
     /// little the second pass moved them (a real face stays; a false detection
     /// drifts).
-    fn refine_fresh(&self, gray: &Mat, mut kept: Vec<(Candidate, Vec<Point>)>) -> Result<Vec<(Candidate, Vec<Point>)>> {
-        let fresh: Vec<usize> = (0..kept.len()).filter(|&i| kept[i].0.origin == Origin::Fresh).collect();
-        let first: Vec<Vec<Point>> = fresh.iter().map(|&i| kept[i].1.clone()).collect();
+    fn refine_fresh(&self, gray: &Mat, mut kept: Vec<Fitted>) -> Result<Vec<Fitted>> {
+        let fresh: Vec<usize> = (0..kept.len()).filter(|&i| kept[i].candidate.origin == Origin::Fresh).collect();
+        let first: Vec<Vec<Point>> = fresh.iter().map(|&i| kept[i].points.clone()).collect();
         let mut consistency = vec![0.0f32; kept.len()];
         let mut is_face = vec![true; kept.len()];
         let prior = &self.model.config().crop;
         for ((i, fit), f) in fresh.into_iter().zip(face::refine(&self.model, gray, &first)?).zip(&first) {
             consistency[i] = prior.detection_for_points(&fit.points).iou(&prior.detection_for_points(f));
-            is_face[i] = face::confident(&self.model, fit.spread);
-            kept[i].1 = fit.points;
+            is_face[i] = face::confident(&self.model, fit.spread, &kept[i].candidate.face_box);
+            kept[i] = self.fitted(kept[i].candidate, fit.points);
         }
         let mut scored: Vec<_> =
             kept.into_iter().zip(consistency).zip(is_face).filter(|(_, f)| *f).map(|(k, _)| k).collect();
         scored.sort_by(|a, b| b.1.total_cmp(&a.1));
         Ok(scored.into_iter().map(|(k, _)| k).collect())
+    }
+
+    /// A plausible candidate with its points and the roll its next crop is turned by.
+    fn fitted(&self, candidate: Candidate, points: Vec<Point>) -> Fitted {
+        let roll_rad = self.model.config().scheme.roll(&points);
+        Fitted { candidate, points, roll_rad }
     }
 }

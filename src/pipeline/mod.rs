@@ -22,7 +22,7 @@ pub use face_stage::FaceStage;
 pub use stages::{DetectStage, STOP_GRACE};
 pub use summary::{median, Counts, RunSummary, StageSamples, StopReason};
 
-use crate::detect::{DetectorConfig, HaarDetector};
+use crate::detect::{AngleSearch, DetectorConfig, HaarDetector};
 use crate::face::Face;
 use crate::render::OverlayOptions;
 use crate::smooth::OneEuroParams;
@@ -86,8 +86,11 @@ impl Prepared {
     ) -> Result<Self> {
         let every = options.schedule.detect_every.max(1) as u64;
         let detect = DetectStage { detector: HaarDetector::new(cascade, detector)?, every };
-        let stage =
-            FaceStage::new(HaarDetector::new(cascade, detector)?, model, options.schedule.crops, options.smoothing);
+        // The face stage's own searches (no face followed, or one just lost) look for
+        // upright faces on every frame they run; turned ones are the detect
+        // stage's, one turn per scheduled run.
+        let upright = HaarDetector::new(cascade, DetectorConfig { angles: AngleSearch::Upright, ..detector })?;
+        let stage = FaceStage::new(upright, model, options.schedule.crops, options.smoothing);
         Ok(Self { source, detect, stage, options })
     }
 }

@@ -7,7 +7,7 @@ use super::summary::StopReason;
 use super::timer::StageTimer;
 use crate::detect::HaarDetector;
 use crate::face::{Face, StageTimes};
-use crate::geometry::Rect;
+use crate::geometry::FaceBox;
 use crate::imageops;
 use crate::source::{Frame, FrameSource, SourceInfo};
 use anyhow::{anyhow, Context, Result};
@@ -39,7 +39,7 @@ pub struct Annotated {
 struct Detected {
     frame: Frame,
     gray: Mat,
-    detections: Option<Vec<Rect>>,
+    detections: Option<Vec<FaceBox>>,
     detect_ms: f64,
 }
 

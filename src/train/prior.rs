@@ -59,7 +59,7 @@ pub fn measure(
     for ((img, p68), p) in images.iter().zip(points68).zip(points) {
         let dets = detector.detect(img)?;
         if let Some(d) = match_detection(&dets, p68) {
-            offsets.push(offset_of(&d, p));
+            offsets.push(offset_of(&d.upright, p));
         }
         progress();
     }

@@ -7,6 +7,8 @@ use crate::landmarks::Scheme;
 use crate::pipeline::{median, RunSummary};
 use serde::Serialize;
 
+pub mod sweep;
+
 /// Frames excluded from the figures while caches, allocators and filters settle.
 pub const WARMUP_FRAMES: usize = 10;
 
