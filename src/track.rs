@@ -500,4 +500,29 @@ mod tests {
         // Two thirds outside: lost.
         assert!(frame(&mut t, None, at(-80.0), 132.0).is_empty());
     }
+
+    /// A face that rolls 5 degrees a frame is followed with one id, and each next
+    /// crop is turned by the roll of the last points.
+    #[test]
+    fn a_rolling_face_is_followed_and_cropped_level() {
+        let mut t = tracker(CropMode::Keypoints);
+        let b = Rect::new(100.0, 50.0, 120.0, 120.0);
+        let id = frame(&mut t, Some(&[b]), b, 0.0)[0].track;
+        let centre = b.center();
+        for step in 1..=18 {
+            let roll = (5.0 * step as f32).to_radians();
+            let plan = t.plan(None);
+            assert_eq!(plan.len(), 1);
+            let previous = (5.0 * (step - 1) as f32).to_radians();
+            assert!((plan[0].face_box.roll_rad - previous).abs() < 1e-5, "step {step}: {:?}", plan[0]);
+            let turned: Vec<Point> = points_for_box(b)
+                .iter()
+                .map(|p| Point::new(p.x - centre.x, p.y - centre.y).turned(roll) + centre)
+                .collect();
+            assert!(t.plausible(&plan[0], &turned, FRAME), "step {step}");
+            let faces =
+                t.update(vec![Fitted { candidate: plan[0], points: turned, roll_rad: roll }], 33.0 * step as f64);
+            assert_eq!(faces.iter().map(|f| f.track).collect::<Vec<_>>(), vec![id], "step {step}");
+        }
+    }
 }

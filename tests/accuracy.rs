@@ -157,6 +157,6 @@ fn detections_are_matched_to_the_annotated_face_only() {
     let mut det = HaarDetector::new(Path::new(DEFAULT_CASCADE), DetectorConfig::default()).unwrap();
     let found = det.detect(&gray).unwrap();
     assert_eq!(found.len(), 1, "{found:?}");
-    assert!(found[0].y > 400.0, "the seated man, lower in the photo: {found:?}");
+    assert!(found[0].upright.y > 400.0, "the seated man, lower in the photo: {found:?}");
     assert_eq!(match_detection(&found, &truth68), None);
 }

@@ -13,5 +13,6 @@ mod kaggle;
 mod robustness;
 mod run;
 mod training;
+mod turned;
 mod util;
 mod window;
