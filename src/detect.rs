@@ -138,14 +138,16 @@ impl HaarDetector {
     }
 
     /// Faces rolled by about `roll_rad`: the cascade on the whole frame turned by
-    /// `-roll_rad` (so they are upright) and downscaled so that the turned frame is
-    /// at most `max_width` wide.
+    /// `-roll_rad` (so they are upright), on a canvas that holds all of it,
+    /// downscaled to as many pixels as the upright search's image (at most
+    /// `max_width` wide), so that a turned run costs what an upright one does.
     fn detect_turned(&mut self, gray: &Mat, roll_rad: f32) -> Result<Vec<FaceBox>, DetectError> {
         let (w, h) = (gray.cols().max(1) as f32, gray.rows().max(1) as f32);
         let centre = Point::new(w / 2.0, h / 2.0);
         // The turned frame's size: the frame's bounds as seen turned by `roll_rad`.
         let (cw, ch) = FaceBox::around(centre, w, h, roll_rad).turned_bounds();
-        let scale = (self.config.max_width as f32 / cw).min(1.0);
+        let upright_scale = (self.config.max_width as f32 / w).min(1.0);
+        let scale = upright_scale * ((w * h) / (cw * ch)).sqrt();
         let canvas = FaceBox::around(centre, cw, ch, roll_rad);
         let Some(view) = TurnedView::of(gray, &canvas, scale)? else {
             return Ok(Vec::new());
