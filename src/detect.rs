@@ -46,6 +46,34 @@ pub const DEFAULT_DETECT_WIDTH: u32 = 640;
 /// degrees around each).
 pub const TURNED_SEARCH_DEG: [f32; 4] = [30.0, -30.0, 60.0, -60.0];
 
+/// Frames at least this wide are also searched tile by tile at
+/// [`TILE_SCALE`], one tile a frame: the whole-frame search, downscaled to
+/// `max_width`, misses faces narrower than about 24 px times the downscale (150 px
+/// in a 1080p frame at 320 px).
+pub const TILED_MIN_WIDTH: i32 = 1280;
+/// The resolution of the tile searches, against the frame's: a face 40 px wide is
+/// 24 px, the cascade's window, there.
+pub const TILE_SCALE: f32 = 0.6;
+/// Side of a tile in the tile search's pixels, and the overlap of neighbours (a
+/// face up to this size is whole in one tile).
+pub const TILE_PX: f32 = 320.0;
+pub const TILE_OVERLAP_PX: f32 = 48.0;
+
+/// The tiles, frame pixels, that cover a `w` x `h` frame for the tile search; none
+/// for frames narrower than [`TILED_MIN_WIDTH`].
+pub fn tiles(w: i32, h: i32) -> Vec<Rect> {
+    if w < TILED_MIN_WIDTH {
+        return Vec::new();
+    }
+    let (side, step) = (TILE_PX / TILE_SCALE, (TILE_PX - TILE_OVERLAP_PX) / TILE_SCALE);
+    let starts = |len: f32| -> Vec<f32> {
+        let n = ((len - side) / step).ceil().max(0.0) as usize + 1;
+        (0..n).map(|i| (i as f32 * step).min((len - side).max(0.0))).collect()
+    };
+    let (xs, ys) = (starts(w as f32), starts(h as f32));
+    ys.iter().flat_map(|&y| xs.iter().map(move |&x| Rect::new(x, y, side.min(w as f32), side.min(h as f32)))).collect()
+}
+
 /// Which turns of the image a detector run searches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AngleSearch {
@@ -117,6 +145,16 @@ impl HaarDetector {
         let min = ((expected * 0.6) as i32).max(HAAR_MIN_FACE_PX);
         let max = ((expected * 1.6) as i32).max(min + 1);
         let boxes = self.cascade_boxes(&view.image, Size::new(min, min), Size::new(max, max))?;
+        Ok(boxes.into_iter().map(|b| view.back_to_frame(&b)).collect())
+    }
+
+    /// Upright faces in the `tile` of `gray` (frame pixels), searched at
+    /// [`TILE_SCALE`]: the small faces the whole-frame search cannot see.
+    pub fn detect_tile(&mut self, gray: &Mat, tile: &Rect) -> Result<Vec<FaceBox>, DetectError> {
+        let Some(view) = TurnedView::of(gray, &FaceBox::level(*tile), TILE_SCALE)? else {
+            return Ok(Vec::new());
+        };
+        let boxes = self.cascade_boxes(&view.image, Size::new(HAAR_MIN_FACE_PX, HAAR_MIN_FACE_PX), Size::default())?;
         Ok(boxes.into_iter().map(|b| view.back_to_frame(&b)).collect())
     }
 
@@ -244,4 +282,30 @@ fn turn_about(centre: Point, angle_rad: f32, w: f32, h: f32) -> Affine {
     let tx = w / 2.0 - (a * centre.x + b * centre.y);
     let ty = h / 2.0 - (c * centre.x + d * centre.y);
     Affine { a, b, c, d, tx, ty }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// HD frames are covered by overlapping tiles that hold a face of up to the
+    /// overlap whole; smaller frames get none.
+    #[test]
+    fn tiles_cover_an_hd_frame_with_overlap() {
+        assert!(tiles(640, 360).is_empty() && tiles(1279, 720).is_empty());
+        let t = tiles(1920, 1080);
+        assert_eq!(t.len(), 15, "{t:?}");
+        for y in (0..1080).step_by(7) {
+            for x in (0..1920).step_by(7) {
+                let p = Point::new(x as f32, y as f32);
+                assert!(t.iter().any(|r| r.contains(p)), "{p:?} uncovered");
+            }
+        }
+        let face = TILE_OVERLAP_PX / TILE_SCALE;
+        for (x, y) in [(600.0, 300.0), (1840.0, 1000.0), (0.0, 0.0), (830.0, 660.0)] {
+            let f = Rect::new(x, y, face, face);
+            let whole = |r: &Rect| r.contains(Point::new(f.x, f.y)) && r.contains(Point::new(f.x + f.w, f.y + f.h));
+            assert!(t.iter().any(whole), "a face at {f:?} is whole in a tile");
+        }
+    }
 }

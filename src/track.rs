@@ -196,6 +196,13 @@ impl Tracker {
         candidates
     }
 
+    /// Fresh candidates for the boxes of a partial search (one tile of the frame)
+    /// that continue no track; tracks are not judged by it.
+    pub fn new_faces(&self, boxes: &[FaceBox]) -> Vec<Candidate> {
+        let (_, fresh) = self.match_detections(boxes);
+        fresh.into_iter().map(|d| Candidate { face_box: d, track: None, origin: Origin::Fresh }).collect()
+    }
+
     /// Each track's matching detection (greedy by IoU with its predicted box, at
     /// least [`TrackerParams::match_iou`]), and the detections that match no track.
     fn match_detections(&self, detections: &[FaceBox]) -> (Vec<Option<FaceBox>>, Vec<FaceBox>) {

@@ -7,6 +7,7 @@ use crate::landmarks::Scheme;
 use crate::pipeline::{median, RunSummary};
 use serde::Serialize;
 
+pub mod scale;
 pub mod sweep;
 
 /// Frames excluded from the figures while caches, allocators and filters settle.

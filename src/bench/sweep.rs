@@ -19,6 +19,7 @@ use crate::face::Face;
 use crate::geometry::{Affine, Point, Rect};
 use crate::imageops;
 use crate::landmarks::Scheme;
+use crate::pipeline::face_stage::Found;
 use crate::pipeline::{FaceStage, Schedule};
 use crate::track::CropMode;
 use anyhow::Result;
@@ -136,7 +137,8 @@ fn sweep_video(
             true => Some(detector.detect(&gray)?),
             false => None,
         };
-        let faces = stage.process(&gray, detections.as_deref(), n as f64 * FRAME_MS)?.faces;
+        let found = Found { frame: detections.as_deref(), tile: &[] };
+        let faces = stage.process(&gray, found, n as f64 * FRAME_MS)?.faces;
         let band = BANDS.iter().position(|&(_, lo, hi)| (lo..=hi).contains(&angle)).unwrap_or(0);
         bands[band].frames += 1;
         if let Some(e) = best_follow(&faces, &truth, stage, face.scheme) {
@@ -158,13 +160,20 @@ fn found_in_photo(
     detector.set_angles(AngleSearch::All);
     let (gray, truth) = face.turned(angle_deg)?;
     let detections = detector.detect(&gray)?;
-    let faces = stage.process(&gray, Some(&detections), 0.0)?.faces;
+    let faces = stage.process(&gray, Found { frame: Some(&detections), tile: &[] }, 0.0)?.faces;
     Ok(best_follow(&faces, &truth, stage, face.scheme).is_some())
 }
 
 /// The NME of the face of `faces` that follows `truth` (see the module doc), the
 /// best when several do.
 fn best_follow(faces: &[Face], truth: &Labels, stage: &FaceStage, scheme: Scheme) -> Option<f64> {
+    follows(faces, truth, stage, scheme, SWEEP_IOD_PX)
+}
+
+/// The NME of the face of `faces` whose points lie within [`FOLLOW_DISTANCE_IOD`]
+/// inter-ocular distances (`iod_px`) of `truth` on average and whose NME is under
+/// [`FAILURE_NME`], the best when several do.
+pub(super) fn follows(faces: &[Face], truth: &Labels, stage: &FaceStage, scheme: Scheme, iod_px: f32) -> Option<f64> {
     let origin = truth.origin_of(stage.model().label_origin());
     faces
         .iter()
@@ -173,15 +182,15 @@ fn best_follow(faces: &[Face], truth: &Labels, stage: &FaceStage, scheme: Scheme
             let mean_distance =
                 pred.iter().zip(&truth.points).map(|(p, t)| p.distance(*t) as f64).sum::<f64>() / pred.len() as f64;
             let e = nme(&pred, &truth.points, scheme);
-            (mean_distance <= FOLLOW_DISTANCE_IOD * SWEEP_IOD_PX as f64 && e < FAILURE_NME).then_some(e)
+            (mean_distance <= FOLLOW_DISTANCE_IOD * iod_px as f64 && e < FAILURE_NME).then_some(e)
         })
         .min_by(f64::total_cmp)
 }
 
 /// A face's labels in one sweep frame, and the frame's map from the photo.
-struct Labels {
-    points: Vec<Point>,
-    photo_to_frame: Affine,
+pub(super) struct Labels {
+    pub points: Vec<Point>,
+    pub photo_to_frame: Affine,
 }
 
 impl Labels {

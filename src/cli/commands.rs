@@ -112,6 +112,9 @@ pub fn bench(args: BenchArgs) -> Result<u8> {
     if let Some(csv) = &args.rotation_sweep {
         return rotation_sweep(&args, csv);
     }
+    if let Some(csv) = &args.scale_sweep {
+        return scale_sweep(&args, csv);
+    }
     let spec = match (&args.video, &args.still) {
         (Some(v), _) if args.live => SourceSpec::PacedVideo(v.clone()),
         (Some(v), _) => SourceSpec::Video(v.clone()),
@@ -149,29 +152,48 @@ pub fn bench(args: BenchArgs) -> Result<u8> {
     Ok(if stop.load(Ordering::SeqCst) { EXIT_INTERRUPTED } else { 0 })
 }
 
-/// `bench --rotation-sweep`: faces of an annotated CSV turned in the image plane.
-fn rotation_sweep(args: &BenchArgs, csv: &Path) -> Result<u8> {
-    if !csv.is_file() {
-        anyhow::bail!("--rotation-sweep {}: file not found", csv.display());
+/// A sweep's data: an annotated CSV, its images and the model with that set's head.
+struct SweepData {
+    set: facekp::dataset::LoadedSet,
+    model: Keypointer,
+}
+
+impl SweepData {
+    fn load(args: &BenchArgs, flag: &str, csv: &Path) -> Result<SweepData> {
+        if !csv.is_file() {
+            anyhow::bail!("{flag} {}: file not found", csv.display());
+        }
+        let dir = csv.parent().unwrap_or(Path::new(".")).to_path_buf();
+        let name = facekp::dataset::set_name(&dir);
+        let weights = args.model.weights.clone().unwrap_or_else(|| default_weights(args.model.scheme));
+        let cfg = model::ModelConfig::load(&model::config_path_for(&weights)).ok();
+        let convention = cfg.filter(|c| c.conventions.contains(&name)).map(|_| name.clone());
+        let model = load_model(&args.model, convention.as_deref())?;
+        let set = facekp::dataset::load_set(&name, csv, &dir.join("images"))?;
+        Ok(SweepData { set, model })
     }
-    let dir = csv.parent().unwrap_or(Path::new(".")).to_path_buf();
-    let name = facekp::dataset::set_name(&dir);
-    let weights = args.model.weights.clone().unwrap_or_else(|| default_weights(args.model.scheme));
-    let cfg = model::ModelConfig::load(&model::config_path_for(&weights)).ok();
-    let convention = cfg.filter(|c| c.conventions.contains(&name)).map(|_| name.clone());
-    let model = load_model(&args.model, convention.as_deref())?;
-    let set = facekp::dataset::load_set(&name, csv, &dir.join("images"))?;
+}
+
+/// The detector and face stage of a sweep, set up as `run` sets them up for a video.
+fn sweep_stages(args: &BenchArgs, model: Keypointer) -> Result<(pipeline::DetectStage, pipeline::FaceStage, Schedule)> {
     let tracking = &args.tracking;
     let schedule = Schedule { detect_every: tracking.detect_every, crops: CropMode::Keypoints };
-    let config = DetectorConfig {
-        max_width: tracking.detect_width.unwrap_or(DEFAULT_RUN_DETECT_WIDTH),
-        angles: AngleSearch::Cycle,
-    };
-    let mut detector = facekp::detect::HaarDetector::new(&tracking.cascade, config)?;
-    let face_detector = facekp::detect::HaarDetector::new(&tracking.cascade, config)?;
-    let mut stage = pipeline::FaceStage::new(face_detector, model, CropMode::Keypoints, tracking.smoothing());
+    let width = tracking.detect_width.unwrap_or(DEFAULT_RUN_DETECT_WIDTH);
+    let config = DetectorConfig { max_width: width, angles: AngleSearch::Cycle };
+    let detector = facekp::detect::HaarDetector::new(&tracking.cascade, config)?;
+    let upright = DetectorConfig { angles: AngleSearch::Upright, ..config };
+    let face_detector = facekp::detect::HaarDetector::new(&tracking.cascade, upright)?;
+    let stage = pipeline::FaceStage::new(face_detector, model, CropMode::Keypoints, tracking.smoothing());
+    let detect = pipeline::DetectStage { detector, every: u64::from(tracking.detect_every) };
+    Ok((detect, stage, schedule))
+}
+
+/// `bench --rotation-sweep`: faces of an annotated CSV turned in the image plane.
+fn rotation_sweep(args: &BenchArgs, csv: &Path) -> Result<u8> {
+    let data = SweepData::load(args, "--rotation-sweep", csv)?;
+    let (mut detect, mut stage, schedule) = sweep_stages(args, data.model)?;
     let faces = args.sweep_faces.map(|n| n as usize);
-    let report = bench::sweep::rotation_sweep(&set, faces, &mut stage, &mut detector, schedule)?;
+    let report = bench::sweep::rotation_sweep(&data.set, faces, &mut stage, &mut detect.detector, schedule)?;
     for b in &report.bands {
         let nme = b.nme.map_or("-".to_string(), |e| format!("{e:.4}"));
         println!("turned {:>5} deg: followed {:.3} of {} frames, NME {nme}", b.band, b.followed, b.frames);
@@ -179,6 +201,22 @@ fn rotation_sweep(args: &BenchArgs, csv: &Path) -> Result<u8> {
     for s in &report.stills {
         println!("photo turned {:+} deg: found {:.3} of {} faces", s.angle_deg, s.found, report.faces);
     }
+    if args.json {
+        println!("{}", serde_json::to_string(&report).context("report")?);
+    }
+    Ok(0)
+}
+
+/// `bench --scale-sweep`: faces of an annotated CSV, small, in HD frames.
+fn scale_sweep(args: &BenchArgs, csv: &Path) -> Result<u8> {
+    let data = SweepData::load(args, "--scale-sweep", csv)?;
+    let (mut detect, mut stage, schedule) = sweep_stages(args, data.model)?;
+    let faces = args.sweep_faces.map(|n| n as usize);
+    let report = bench::scale::scale_sweep(&data.set, faces, &mut stage, &mut detect, schedule)?;
+    for s in &report.sizes {
+        println!("inter-ocular {:>3} px: found {:.3} of {} faces", s.iod_px, s.found, report.faces);
+    }
+    println!("fps {:.1} (detect and face stages one after the other)", report.fps);
     if args.json {
         println!("{}", serde_json::to_string(&report).context("report")?);
     }

@@ -25,6 +25,27 @@ pub struct FaceStage {
     pub detector_runs: u64,
 }
 
+/// What the detector found on one frame: `frame` when it searched the whole frame,
+/// `tile` when it searched one tile of it (HD frames, small faces).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Found<'a> {
+    pub frame: Option<&'a [FaceBox]>,
+    pub tile: &'a [FaceBox],
+}
+
+/// What one frame's searches found, owned (see [`Found`]).
+#[derive(Debug, Clone, Default)]
+pub struct Searched {
+    pub frame: Option<Vec<FaceBox>>,
+    pub tile: Vec<FaceBox>,
+}
+
+impl Searched {
+    pub fn found(&self) -> Found<'_> {
+        Found { frame: self.frame.as_deref(), tile: &self.tile }
+    }
+}
+
 /// The faces of one frame and the time each step took.
 pub struct ProcessedFrame {
     pub faces: Vec<Face>,
@@ -55,9 +76,11 @@ impl FaceStage {
         &self.model
     }
 
-    /// Finds the faces of one 8-bit gray frame taken at `timestamp_ms`;
-    /// `detections` are the detector's boxes when it ran on this frame.
-    pub fn process(&mut self, gray: &Mat, detections: Option<&[FaceBox]>, timestamp_ms: f64) -> Result<ProcessedFrame> {
+    /// Finds the faces of one 8-bit gray frame taken at `timestamp_ms`; the
+    /// detector's boxes when it searched it: `found.frame` for the whole frame,
+    /// `found.tile` for one tile of it (new faces only).
+    pub fn process(&mut self, gray: &Mat, found: Found, timestamp_ms: f64) -> Result<ProcessedFrame> {
+        let detections = found.frame;
         let mut times = StageTimes::default();
         let timer = StageTimer::start();
         let confirmed = match detections {
@@ -66,7 +89,15 @@ impl FaceStage {
         };
         times.detect_ms = timer.ms();
         let timer = StageTimer::start();
-        let plan = self.tracker.plan(confirmed.as_deref());
+        let mut plan = self.tracker.plan(confirmed.as_deref());
+        let known: Vec<FaceBox> = plan.iter().map(|c| c.face_box).collect();
+        let tile_faces: Vec<FaceBox> = found
+            .tile
+            .iter()
+            .filter(|t| known.iter().all(|k| k.iou(t) < self.tracker.params().match_iou))
+            .copied()
+            .collect();
+        plan.extend(self.tracker.new_faces(&tile_faces));
         let Inferred { mut kept, lost } = self.infer(gray, plan)?;
         times.infer_ms = timer.ms();
         if confirmed.is_none() && (lost || kept.is_empty()) {

@@ -2,17 +2,18 @@
 //! whose output the sinks read on the calling thread. Live sources keep only the
 //! newest frame; files keep every frame, in order. Shutdown flows down the chain.
 
-use super::face_stage::FaceStage;
+use super::face_stage::{FaceStage, Searched};
 use super::summary::StopReason;
 use super::timer::StageTimer;
 use crate::detect::HaarDetector;
 use crate::face::{Face, StageTimes};
-use crate::geometry::FaceBox;
+use crate::geometry::Rect;
 use crate::imageops;
 use crate::source::{Frame, FrameSource, SourceInfo};
 use anyhow::{anyhow, Context, Result};
 use crossbeam_channel::{bounded, Receiver, Sender, TrySendError};
 use opencv::core::Mat;
+use opencv::prelude::*;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
@@ -35,20 +36,35 @@ pub struct Annotated {
     pub times: StageTimes,
 }
 
-/// A frame with its gray copy and, on the frames the detector ran, its boxes.
+/// A frame with its gray copy and what the detector found on it.
 struct Detected {
     frame: Frame,
     gray: Mat,
-    detections: Option<Vec<FaceBox>>,
+    searched: Searched,
     detect_ms: f64,
 }
 
 /// The detect stage: gray conversion of every frame, and the Haar detector on every
-/// `every`-th frame it receives, a frame ahead of the face stage so that detection
-/// and inference run at the same time on the two cores.
+/// `every`-th frame it receives (and, on HD frames, one tile of the frame on each
+/// other frame: [`crate::detect::tiles`]), a frame ahead of the face stage so that
+/// detection and inference run at the same time on the two cores.
 pub struct DetectStage {
-    pub(super) detector: HaarDetector,
-    pub(super) every: u64,
+    pub detector: HaarDetector,
+    pub every: u64,
+}
+
+impl DetectStage {
+    /// The searches on frame `n`: the whole frame on every `every`-th frame, else
+    /// one of `tiles` in turn.
+    pub fn search(&mut self, gray: &Mat, n: u64, tiles: &[Rect]) -> Result<Searched> {
+        if n.is_multiple_of(self.every) {
+            return Ok(Searched { frame: Some(self.detector.detect(gray)?), tile: Vec::new() });
+        }
+        match tiles.len() {
+            0 => Ok(Searched::default()),
+            k => Ok(Searched { frame: None, tile: self.detector.detect_tile(gray, &tiles[(n as usize) % k])? }),
+        }
+    }
 }
 
 /// What the source thread shares with the rest of the pipeline.
@@ -127,17 +143,17 @@ fn send_newest(tx: &Sender<Frame>, drain: &Receiver<Frame>, mut frame: Frame, dr
 
 fn detect_thread(mut stage: DetectStage, rx: Receiver<Frame>, tx: Sender<Detected>) -> Result<u64> {
     let mut runs = 0u64;
+    let mut tiles = Vec::new();
     for (n, frame) in rx.iter().enumerate() {
         let timer = StageTimer::start();
         let gray = imageops::to_gray(&frame.image)?;
-        let detections = if (n as u64).is_multiple_of(stage.every) {
-            runs += 1;
-            Some(stage.detector.detect(&gray)?)
-        } else {
-            None
-        };
+        if n == 0 {
+            tiles = crate::detect::tiles(gray.cols(), gray.rows());
+        }
+        let searched = stage.search(&gray, n as u64, &tiles)?;
+        runs += u64::from(searched.frame.is_some());
         let detect_ms = timer.ms();
-        if tx.send(Detected { frame, gray, detections, detect_ms }).is_err() {
+        if tx.send(Detected { frame, gray, searched, detect_ms }).is_err() {
             break;
         }
     }
@@ -149,11 +165,11 @@ fn face_thread(mut stage: FaceStage, rx: Receiver<Detected>, tx: Sender<Annotate
     // OpenMP thread counts are per calling thread: re-apply the process setting here.
     tch::set_num_threads(tch::get_num_threads());
     for d in rx {
-        let processed = stage.process(&d.gray, d.detections.as_deref(), d.frame.timestamp_ms)?;
+        let processed = stage.process(&d.gray, d.searched.found(), d.frame.timestamp_ms)?;
         let mut times = processed.times;
         times.decode_ms = d.frame.decode_ms;
-        times.detector_ran |= d.detections.is_some();
-        times.detect_ms += if d.detections.is_some() { d.detect_ms } else { 0.0 };
+        times.detector_ran |= d.searched.frame.is_some();
+        times.detect_ms += if d.searched.frame.is_some() { d.detect_ms } else { 0.0 };
         if tx.send(Annotated { frame: d.frame, faces: processed.faces, times }).is_err() {
             break;
         }
