@@ -49,6 +49,11 @@ impl FaceStage {
         &self.model
     }
 
+    /// The model back, for another run.
+    pub fn into_model(self) -> Keypointer {
+        self.model
+    }
+
     /// Finds the faces of one 8-bit gray frame taken at `timestamp_ms`;
     /// `detections` are the detector's boxes when it ran on this frame.
     pub fn process(&mut self, gray: &Mat, detections: Option<&[Rect]>, timestamp_ms: f64) -> Result<ProcessedFrame> {
