@@ -20,8 +20,13 @@ use std::thread::JoinHandle;
 
 const FLAG: &str = "--output";
 /// The x264 preset of the `ffmpeg` encoder: as fast as `ffmpeg -preset veryfast`
-/// on the same input and about its file size.
+/// on the same input.
 pub const X264_PRESET: &str = "veryfast";
+/// x264's quality setting (its default is 23). The overlay's thin lines and the
+/// stats line, which changes every frame, cost bits: at 23 the annotated
+/// hamilton_clip is 1.6 times the size of the plain transcode, at 26 within 1.5
+/// (docs/BENCHMARKS.md).
+pub const X264_CRF: &str = "26";
 /// Frames queued for the encoder thread (a few frames of slack; 24 MB at 1080p).
 const ENCODE_QUEUE: usize = 4;
 
@@ -229,14 +234,14 @@ impl FfmpegWriter {
 }
 
 /// `ffmpeg` reading raw BGR frames of `size` at `fps` from stdin and writing H.264
-/// (x264 [`X264_PRESET`], yuv420p, playable everywhere) to `out`.
+/// (x264 [`X264_PRESET`] at [`X264_CRF`], yuv420p, playable everywhere) to `out`.
 fn ffmpeg_command(out: &Path, size: Size, fps: f64) -> Command {
     let mut command = Command::new("ffmpeg");
     command
         .args(["-hide_banner", "-loglevel", "error", "-nostats", "-y"])
         .args(["-f", "rawvideo", "-pix_fmt", "bgr24", "-s", &format!("{}x{}", size.width, size.height)])
         .args(["-r", &format!("{fps}"), "-i", "-", "-an"])
-        .args(["-c:v", "libx264", "-preset", X264_PRESET, "-pix_fmt", "yuv420p", "-f", "mp4"])
+        .args(["-c:v", "libx264", "-preset", X264_PRESET, "-crf", X264_CRF, "-pix_fmt", "yuv420p", "-f", "mp4"])
         .arg(out)
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
