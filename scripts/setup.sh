@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 TORCH_VERSION=2.13.0
-APT_PACKAGES=(libopencv-dev clang libclang-dev opencv-data ffmpeg xvfb fonts-dejavu-core pkg-config)
+APT_PACKAGES=(libopencv-dev clang libclang-dev opencv-data ffmpeg xvfb fonts-dejavu-core pkg-config parallel)
 
 missing=()
 for p in "${APT_PACKAGES[@]}"; do

@@ -1,5 +1,8 @@
 //! Keypoint files: CSV (one row per face per frame) or JSON Lines (one object per
 //! frame, with `"faces": []` when none was found). Coordinates are frame pixels.
+//! Records of an image folder name their image (the JSON field `image`, the last
+//! CSV column `image`, so every other column keeps its place) and have no
+//! timestamp (`null`, an empty CSV field).
 //! Files are written under a temporary name and renamed when finished, so a
 //! failed run leaves nothing half-written under the final name.
 
@@ -53,9 +56,24 @@ pub enum KeypointFormat {
     Jsonl,
 }
 
+/// What a record's frame is: a moment of a video or camera, or an image of a folder.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecordKind {
+    Timed,
+    Images,
+}
+
+/// Where a record's frame comes from.
+#[derive(Debug, Clone, Copy)]
+enum Stamp<'a> {
+    Time(f64),
+    Image(&'a str),
+}
+
 pub struct KeypointWriter {
     out: Option<BufWriter<File>>,
     format: KeypointFormat,
+    kind: RecordKind,
     tmp: PathBuf,
     path: PathBuf,
     num_points: usize,
@@ -73,10 +91,21 @@ struct JsonFace {
 }
 
 #[derive(Serialize)]
-struct JsonFrame {
+struct JsonFrame<'a> {
     frame: u64,
-    timestamp_ms: f64,
+    timestamp_ms: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    image: Option<&'a str>,
     faces: Vec<JsonFace>,
+}
+
+/// `value` as one CSV field, quoted when it holds a comma, a quote or a line break.
+fn csv_field(value: &str) -> String {
+    if value.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", value.replace('"', "\"\""))
+    } else {
+        value.to_string()
+    }
 }
 
 /// Rounds to 2 decimals for compact files (sub-pixel precision is kept).
@@ -85,7 +114,13 @@ fn r2(v: f32) -> f32 {
 }
 
 impl KeypointWriter {
+    /// A keypoint file for the frames of a video or camera.
     pub fn create(path: &Path, num_points: usize) -> Result<Self, OutputError> {
+        Self::create_for(path, num_points, RecordKind::Timed)
+    }
+
+    /// A keypoint file for the frames of `kind` (image folders: see [`Self::write_image`]).
+    pub fn create_for(path: &Path, num_points: usize, kind: RecordKind) -> Result<Self, OutputError> {
         const FLAG: &str = "--keypoints";
         let ext = check_output_path(FLAG, path, &["csv", "jsonl"], ".csv, .jsonl")?;
         let format = if ext == "csv" { KeypointFormat::Csv } else { KeypointFormat::Jsonl };
@@ -93,11 +128,14 @@ impl KeypointWriter {
         let file =
             File::create(&tmp).map_err(|source| OutputError::Io { flag: FLAG, path: path.to_owned(), source })?;
         fsutil::register_temp(&tmp);
-        let mut w = Self { out: Some(BufWriter::new(file)), format, tmp, path: path.to_owned(), num_points };
+        let mut w = Self { out: Some(BufWriter::new(file)), format, kind, tmp, path: path.to_owned(), num_points };
         if format == KeypointFormat::Csv {
             let mut header = String::from("frame,timestamp_ms,face,track,box_x,box_y,box_w,box_h");
             for i in 0..num_points {
                 header.push_str(&format!(",x{i},y{i}"));
+            }
+            if kind == RecordKind::Images {
+                header.push_str(",image");
             }
             w.write_line(&header)?;
         }
@@ -120,24 +158,42 @@ impl KeypointWriter {
         writeln!(out, "{line}").map_err(|source| self.io_error(source))
     }
 
+    /// Writes the faces of frame `frame` of a video or camera, taken at `timestamp_ms`.
     pub fn write_frame(&mut self, frame: u64, timestamp_ms: f64, faces: &[Face]) -> Result<(), OutputError> {
+        self.write_record(frame, Stamp::Time(timestamp_ms), faces)
+    }
+
+    /// Writes the faces of image `name` (relative to its folder), the `frame`-th
+    /// image decoded.
+    pub fn write_image(&mut self, frame: u64, name: &str, faces: &[Face]) -> Result<(), OutputError> {
+        self.write_record(frame, Stamp::Image(name), faces)
+    }
+
+    fn write_record(&mut self, frame: u64, stamp: Stamp, faces: &[Face]) -> Result<(), OutputError> {
+        let (timestamp_ms, image) = match stamp {
+            Stamp::Time(t) => (Some((t * 100.0).round() / 100.0), None),
+            Stamp::Image(name) => (None, Some(name)),
+        };
         match self.format {
             KeypointFormat::Csv => {
+                let timestamp = match stamp {
+                    Stamp::Time(t) => format!("{t:.2}"),
+                    Stamp::Image(_) => String::new(),
+                };
+                let image_column = match (self.kind, image) {
+                    (RecordKind::Images, Some(name)) => format!(",{}", csv_field(name)),
+                    (RecordKind::Images, None) => ",".to_string(),
+                    (RecordKind::Timed, _) => String::new(),
+                };
                 for (i, f) in faces.iter().enumerate() {
                     let b = f.box_in_frame;
-                    let mut line = format!(
-                        "{frame},{:.2},{i},{},{},{},{},{}",
-                        timestamp_ms,
-                        f.track,
-                        r2(b.x),
-                        r2(b.y),
-                        r2(b.w),
-                        r2(b.h)
-                    );
+                    let mut line =
+                        format!("{frame},{timestamp},{i},{},{},{},{},{}", f.track, r2(b.x), r2(b.y), r2(b.w), r2(b.h));
                     debug_assert_eq!(f.points.len(), self.num_points);
                     for p in &f.points {
                         line.push_str(&format!(",{},{}", r2(p.x), r2(p.y)));
                     }
+                    line.push_str(&image_column);
                     self.write_line(&line)?;
                 }
                 Ok(())
@@ -145,7 +201,8 @@ impl KeypointWriter {
             KeypointFormat::Jsonl => {
                 let record = JsonFrame {
                     frame,
-                    timestamp_ms: (timestamp_ms * 100.0).round() / 100.0,
+                    timestamp_ms,
+                    image,
                     faces: faces
                         .iter()
                         .enumerate()
@@ -231,6 +288,34 @@ mod tests {
         assert_eq!(rows[1]["frame"], 1);
         assert_eq!(rows[1]["faces"][0]["points"].as_array().unwrap().len(), 15);
         assert_eq!(rows[1]["faces"][0]["box_w"], 30.0);
+    }
+
+    /// Image-folder records carry their image's name and no timestamp; the CSV's
+    /// other columns keep their places, and a name with a comma is quoted.
+    #[test]
+    fn image_records_name_their_image() {
+        let dir = tempfile::tempdir().unwrap();
+        let (csv, jsonl) = (dir.path().join("k.csv"), dir.path().join("k.jsonl"));
+        for path in [&csv, &jsonl] {
+            let mut w = KeypointWriter::create_for(path, 15, RecordKind::Images).unwrap();
+            w.write_image(0, "a,b.jpg", &[face()]).unwrap();
+            w.write_image(1, "c.png", &[]).unwrap();
+            w.finish().unwrap();
+        }
+        let text = std::fs::read_to_string(&csv).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(lines[0].starts_with("frame,timestamp_ms,face,track,box_x") && lines[0].ends_with(",x14,y14,image"));
+        assert!(
+            lines[1].starts_with("0,,0,3,1,2,30,30,5.5,6.25") && lines[1].ends_with(",\"a,b.jpg\""),
+            "{}",
+            lines[1]
+        );
+        let text = std::fs::read_to_string(&jsonl).unwrap();
+        let rows: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        assert_eq!(rows[0]["image"], "a,b.jpg");
+        assert!(rows[0]["timestamp_ms"].is_null());
+        assert_eq!(rows[1]["image"], "c.png");
+        assert_eq!(rows[1]["faces"].as_array().unwrap().len(), 0);
     }
 
     #[test]

@@ -207,6 +207,11 @@ impl VideoSink {
         }
     }
 
+    /// The final name of the video.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
     /// Finalises the container and moves it to its final name.
     pub fn finish(mut self) -> Result<PathBuf, OutputError> {
         self.finished = true;
@@ -247,10 +252,14 @@ pub fn bgr_to_argb(frame: &Mat, buffer: &mut Vec<u32>) -> opencv::Result<()> {
 #[derive(Debug, Default, Clone, Copy)]
 pub struct WindowInput {
     pub quit: bool,
+    /// Show the next frame, then pause (`.`).
+    pub step: bool,
+    /// Jump ahead in a video played at its pace (right arrow).
+    pub seek: bool,
 }
 
-/// The display window (minifb, X11). Keys: Esc/q quit, space pause, b boxes,
-/// c contours, s stats.
+/// The display window (minifb, X11). Keys: Esc/q quit, space pause, `.` one
+/// frame, right arrow 5 s ahead, b boxes, c contours, s stats.
 pub struct WindowSink {
     window: minifb::Window,
     buffer: Vec<u32>,
@@ -298,8 +307,13 @@ impl WindowSink {
         if pressed(Key::S) {
             overlay.stats = !overlay.stats;
         }
+        let step = pressed(Key::Period);
+        if step {
+            self.paused = true;
+        }
+        let seek = pressed(Key::Right);
         let quit = !self.window.is_open() || self.window.is_key_down(Key::Escape) || self.window.is_key_down(Key::Q);
-        WindowInput { quit }
+        WindowInput { quit, step, seek }
     }
 }
 

@@ -77,6 +77,9 @@ pub struct Frame {
     /// the source does not measure it itself).
     pub decode_ms: f64,
     pub image: Mat,
+    /// An image folder's file name, relative to the folder (`None` for videos and
+    /// cameras): keypoint records name their image instead of a timestamp.
+    pub name: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -97,6 +100,10 @@ pub trait FrameSource: Send {
     /// Frames the source could not decode and skipped.
     fn skipped(&self) -> u64 {
         0
+    }
+    /// The names of the skipped files (image folders; empty for streams).
+    fn skipped_names(&self) -> Vec<String> {
+        Vec::new()
     }
 }
 
@@ -200,7 +207,7 @@ impl FrameSource for VideoSource {
         let timestamp_ms = if pos_ms.is_finite() && (pos_ms > 0.0 || self.seq == 0) { pos_ms } else { fallback };
         let captured_at = Instant::now();
         let decode_ms = captured_at.duration_since(decode_started).as_secs_f64() * 1000.0;
-        let frame = Frame { seq: self.seq, timestamp_ms, captured_at, decode_ms, image };
+        let frame = Frame { seq: self.seq, timestamp_ms, captured_at, decode_ms, image, name: None };
         self.seq += 1;
         Ok(Some(frame))
     }
@@ -286,6 +293,7 @@ impl FrameSource for CameraSource {
             captured_at,
             decode_ms: 0.0,
             image,
+            name: None,
         };
         self.seq += 1;
         Ok(Some(frame))
@@ -321,7 +329,8 @@ pub struct ImageFolder {
     files: Vec<PathBuf>,
     next: usize,
     seq: u64,
-    skipped: u64,
+    /// Names of the files that did not decode, in name order.
+    skipped: Vec<String>,
     info: SourceInfo,
 }
 
@@ -372,7 +381,7 @@ impl ImageFolder {
             files,
             next: 0,
             seq: 0,
-            skipped: 0,
+            skipped: Vec::new(),
         })
     }
 }
@@ -386,21 +395,24 @@ impl FrameSource for ImageFolder {
         while self.next < self.files.len() {
             let path = &self.files[self.next];
             self.next += 1;
+            let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
             match crate::imageops::read_bgr(path)? {
                 Some(image) => {
+                    // The timestamp only paces the tracker's filters; records carry the name.
                     let frame = Frame {
                         seq: self.seq,
                         timestamp_ms: self.seq as f64 * 1000.0 / self.info.fps,
                         captured_at: Instant::now(),
                         decode_ms: 0.0,
                         image,
+                        name: Some(name),
                     };
                     self.seq += 1;
                     return Ok(Some(frame));
                 }
                 None => {
                     eprintln!("warning: {}: not a decodable image, skipped", path.display());
-                    self.skipped += 1;
+                    self.skipped.push(name);
                 }
             }
         }
@@ -408,7 +420,11 @@ impl FrameSource for ImageFolder {
     }
 
     fn skipped(&self) -> u64 {
-        self.skipped
+        self.skipped.len() as u64
+    }
+
+    fn skipped_names(&self) -> Vec<String> {
+        self.skipped.clone()
     }
 }
 
@@ -470,6 +486,7 @@ impl FrameSource for StillSource {
             captured_at: Instant::now(),
             decode_ms: 0.0,
             image,
+            name: None,
         };
         self.seq += 1;
         Ok(Some(frame))

@@ -52,8 +52,11 @@ fn a_camera_that_stops_mid_run_ends_the_run_with_complete_outputs() {
         output: Some(output.clone()),
         keypoints: Some(keypoints.clone()),
         max_frames: None,
-        progress: false,
+        progress: pipeline::Progress::Off,
         overlay: OverlayOptions::default(),
+        pace: pipeline::Pace::FullSpeed,
+        encoder: facekp::encode::EncoderChoice::Auto,
+        on_interrupt: pipeline::OnInterrupt::Finalise,
     };
     let weights = Path::new(env!("CARGO_MANIFEST_DIR")).join("weights/face68.safetensors");
     let model = Keypointer::load(&weights, tch::Device::Cpu, Precision::auto(tch::Device::Cpu), None).unwrap();

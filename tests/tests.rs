@@ -7,9 +7,13 @@
 
 mod accuracy;
 mod bad_input;
+mod batch;
 mod camera_lost;
 mod fuzz;
+mod images;
 mod kaggle;
+mod output_video;
+mod pace;
 mod robustness;
 mod run;
 mod training;

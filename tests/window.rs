@@ -5,7 +5,7 @@ use x11rb::connection::Connection;
 /// Runs facekp with its window under Xvfb, screenshots the display and looks for
 /// the overlay's region colours over the face.
 /// Starts Xvfb on a free display (it prints the number: -displayfd 1).
-fn xvfb() -> (std::process::Child, String) {
+pub fn xvfb() -> (std::process::Child, String) {
     let mut xvfb = Command::new("Xvfb")
         .args(["-displayfd", "1", "-screen", "0", "800x600x24", "-nolisten", "tcp"])
         .stdout(std::process::Stdio::piped())

@@ -4,6 +4,8 @@
 use clap::builder::{PossibleValue, TypedValueParser};
 use clap::error::ErrorKind;
 use clap::{Parser, Subcommand, ValueEnum};
+use facekp::batch::{KeypointExt, Shard};
+use facekp::encode::EncoderChoice;
 use facekp::eval::Boxes;
 use facekp::landmarks::Scheme;
 use facekp::model::{DeviceChoice, PrecisionChoice};
@@ -45,6 +47,9 @@ pub enum Command {
     Train(TrainArgs),
     /// Evaluate a model on an annotated CSV: NME, failure rate, per region, speed
     Eval(EvalArgs),
+    /// Keypoints (and annotated videos) for many videos or image folders, one
+    /// output per input in --out-dir; reruns skip finished ones
+    Batch(BatchArgs),
 }
 
 #[derive(clap::Args)]
@@ -129,9 +134,18 @@ pub struct RunArgs {
     /// No window (the default when there is no display)
     #[arg(long)]
     pub headless: bool,
+    /// In a window, process a video as fast as possible instead of playing it at
+    /// its frame rate (headless runs always run at full speed)
+    #[arg(long)]
+    pub full_speed: bool,
     /// Annotated video (.mp4 or .avi), same size and fps as the input
     #[arg(long)]
     pub output: Option<PathBuf>,
+    /// Encoder of an .mp4 --output: ffmpeg (x264 veryfast, in a child process),
+    /// opencv (OpenCV's writer, x264's slower default preset); auto is ffmpeg when
+    /// it is installed
+    #[arg(long, default_value = "auto", value_parser = choice::<EncoderChoice>("encoder"))]
+    pub encoder: EncoderChoice,
     /// Keypoint file: .csv (a row per face) or .jsonl (an object per frame)
     #[arg(long)]
     pub keypoints: Option<PathBuf>,
@@ -147,6 +161,38 @@ pub struct RunArgs {
     /// Camera: requested frame rate
     #[arg(long, value_parser = frame_rate)]
     pub fps: Option<f64>,
+    #[command(flatten)]
+    pub tracking: TrackingArgs,
+}
+
+#[derive(clap::Args)]
+pub struct BatchArgs {
+    /// Videos, folders (their videos in name order; a folder of images is one
+    /// input) and .txt lists of paths (one a line, relative to the list's folder)
+    #[arg(required = true, value_name = "INPUT")]
+    pub inputs: Vec<PathBuf>,
+    /// Folder for the outputs: STEM.jsonl (or .csv), STEM.mp4, summary.json
+    /// (created when missing)
+    #[arg(long)]
+    pub out_dir: PathBuf,
+    /// Keypoint file format
+    #[arg(long, default_value = "jsonl", value_parser = choice::<KeypointExt>("format"))]
+    pub format: KeypointExt,
+    /// Also write the annotated video STEM.mp4
+    #[arg(long)]
+    pub annotate: bool,
+    /// Redo inputs whose outputs exist
+    #[arg(long)]
+    pub force: bool,
+    /// Process only the inputs whose index in the sorted list is I-1 modulo N (for
+    /// N jobs of a cluster scheduler), e.g. 1/4
+    #[arg(long, value_name = "I/N", value_parser = parse_shard)]
+    pub shard: Option<Shard>,
+    /// Encoder of the annotated videos (see `run --encoder`)
+    #[arg(long, default_value = "auto", value_parser = choice::<EncoderChoice>("encoder"))]
+    pub encoder: EncoderChoice,
+    #[command(flatten)]
+    pub model: ModelArgs,
     #[command(flatten)]
     pub tracking: TrackingArgs,
 }
@@ -272,6 +318,10 @@ pub struct EvalArgs {
     /// Haar cascade file (OpenCV XML)
     #[arg(long, default_value = facekp::detect::DEFAULT_CASCADE)]
     pub cascade: PathBuf,
+}
+
+fn parse_shard(s: &str) -> Result<Shard, String> {
+    s.parse()
 }
 
 fn parse_scheme(s: &str) -> Result<Scheme, String> {

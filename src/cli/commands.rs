@@ -5,9 +5,10 @@ use super::args::{BenchArgs, DeviceArgs, EvalArgs, ModelArgs, RunArgs, SourceArg
 use super::EXIT_INTERRUPTED;
 use anyhow::{Context, Result};
 use facekp::detect::{AngleSearch, DetectorConfig};
+use facekp::encode::EncoderChoice;
 use facekp::landmarks::Scheme;
 use facekp::model::{self, Keypointer, ModelError};
-use facekp::pipeline::{self, RunOptions, RunSummary, Schedule, StopReason};
+use facekp::pipeline::{self, OnInterrupt, Pace, Progress, RunOptions, RunSummary, Schedule, StopReason};
 use facekp::render::OverlayOptions;
 use facekp::smooth::OneEuroParams;
 use facekp::source::SourceSpec;
@@ -46,8 +47,11 @@ pub fn run(args: RunArgs) -> Result<u8> {
         output: args.output,
         keypoints: args.keypoints,
         max_frames: args.max_frames,
-        progress: !show_window,
+        progress: if show_window { Progress::Off } else { Progress::Bar },
         overlay: OverlayOptions::default(),
+        pace: if args.full_speed { Pace::FullSpeed } else { Pace::Timestamps },
+        encoder: args.encoder,
+        on_interrupt: OnInterrupt::Finalise,
         source: spec,
     };
     let detector = args.tracking.detector(&options.source);
@@ -85,19 +89,32 @@ fn print_run_summary(summary: &RunSummary, description: &str) {
         0 => String::new(),
         n => format!(", {n} stale camera frames dropped"),
     };
+    let paced = match summary.display_skipped {
+        0 => String::new(),
+        n => format!(", {n} frames not displayed to keep the video's pace (all are in the outputs)"),
+    };
     eprintln!(
-        "{} frames, {} faces ({} frames with a face) in {:.1} s: {:.1} fps{dropped}",
+        "{} frames, {} faces ({} frames with a face) in {:.1} s: {:.1} fps{dropped}{paced}",
         summary.frames,
         summary.faces,
         summary.frames_with_faces,
         summary.secs,
         summary.fps(),
     );
-    if summary.skipped > 0 {
+    if !summary.skipped_names.is_empty() {
+        eprintln!(
+            "warning: {description}: {} files could not be decoded and were skipped: {}",
+            summary.skipped_names.len(),
+            summary.skipped_names.join(", ")
+        );
+    } else if summary.skipped > 0 {
         eprintln!(
             "warning: {description}: {} frames could not be decoded (truncated or corrupt input); every decodable frame was processed",
             summary.skipped
         );
+    }
+    if let Some(encoder) = summary.encoder.filter(|_| !summary.outputs.is_empty()) {
+        eprintln!("annotated video encoded by {encoder}");
     }
     for p in &summary.outputs {
         eprintln!("wrote {}", p.display());
@@ -246,8 +263,11 @@ impl BenchPass<'_> {
             output: None,
             keypoints: None,
             max_frames: self.args.frames,
-            progress: false,
+            progress: Progress::Off,
             overlay: OverlayOptions::default(),
+            pace: Pace::FullSpeed,
+            encoder: EncoderChoice::Auto,
+            on_interrupt: OnInterrupt::Finalise,
         };
         let detector = tracking.detector(self.spec);
         let prepared = pipeline::Prepared::new(source, options, detector, &tracking.cascade, model)?;
@@ -333,7 +353,7 @@ pub fn eval(args: EvalArgs) -> Result<u8> {
 impl TrackingArgs {
     /// Detector cadence and crops: `--no-track` detects on every frame, and so does
     /// an image folder (its photos are unrelated to each other).
-    fn schedule(&self, spec: &SourceSpec) -> Schedule {
+    pub(super) fn schedule(&self, spec: &SourceSpec) -> Schedule {
         if self.no_track || matches!(spec, SourceSpec::Images(_)) {
             Schedule::DETECT_EVERY_FRAME
         } else {
@@ -345,7 +365,7 @@ impl TrackingArgs {
     /// uses and at every turn of the image; live and video frames at a smaller
     /// width, for speed, one turn per detector run (upright every run without
     /// tracking, which detects every frame).
-    fn detector(&self, spec: &SourceSpec) -> DetectorConfig {
+    pub(super) fn detector(&self, spec: &SourceSpec) -> DetectorConfig {
         let (width, angles) = match spec {
             SourceSpec::Images(_) => (DetectorConfig::default().max_width, AngleSearch::All),
             _ if self.no_track => (DEFAULT_RUN_DETECT_WIDTH, AngleSearch::Upright),
@@ -355,13 +375,13 @@ impl TrackingArgs {
     }
 
     /// Sets the thread pools of libtorch and OpenCV.
-    fn apply_threads(&self) -> Result<()> {
+    pub(super) fn apply_threads(&self) -> Result<()> {
         tch::set_num_threads(self.cnn_threads);
         opencv::core::set_num_threads(self.cv_threads).context("setting OpenCV's thread count")?;
         Ok(())
     }
 
-    fn smoothing(&self) -> Option<OneEuroParams> {
+    pub(super) fn smoothing(&self) -> Option<OneEuroParams> {
         (!self.no_smooth).then_some(OneEuroParams { min_cutoff_hz: self.smooth_min_cutoff, beta: self.smooth_beta })
     }
 }
@@ -382,7 +402,7 @@ fn has_display() -> bool {
 /// Loads the model `args` name (default weights: the shipped model for its
 /// scheme), checking it is a model of that scheme, with the output head
 /// `convention` (default: the model's).
-fn load_model(args: &ModelArgs, convention: Option<&str>) -> Result<Keypointer> {
+pub(super) fn load_model(args: &ModelArgs, convention: Option<&str>) -> Result<Keypointer> {
     let DeviceArgs { device, precision } = args.device;
     let device = device.resolve()?;
     let precision = precision.resolve(device)?;
@@ -399,7 +419,7 @@ fn load_model(args: &ModelArgs, convention: Option<&str>) -> Result<Keypointer> 
 
 /// The flag Ctrl-C and SIGTERM set: the first stops the pipeline cleanly, the
 /// second exits at once.
-fn interrupt_flag() -> Result<Arc<AtomicBool>> {
+pub(super) fn interrupt_flag() -> Result<Arc<AtomicBool>> {
     let stop = Arc::new(AtomicBool::new(false));
     let flag = stop.clone();
     ctrlc::set_handler(move || {

@@ -1,6 +1,8 @@
-//! The binary's command line: [`args`] defines it, [`commands`] runs each command.
+//! The binary's command line: [`args`] defines it, [`commands`] runs each command
+//! ([`batch`] runs `facekp batch`).
 
 pub mod args;
+mod batch;
 mod commands;
 
 use anyhow::Result;
@@ -17,6 +19,7 @@ pub fn run(cli: Cli) -> Result<u8> {
         Command::Cameras => commands::cameras(),
         Command::Train(args) => commands::train(args),
         Command::Eval(args) => commands::eval(args),
+        Command::Batch(args) => batch::batch(args),
     }
 }
 

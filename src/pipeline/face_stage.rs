@@ -76,6 +76,11 @@ impl FaceStage {
         &self.model
     }
 
+    /// The model back, for another run.
+    pub fn into_model(self) -> Keypointer {
+        self.model
+    }
+
     /// Finds the faces of one 8-bit gray frame taken at `timestamp_ms`; the
     /// detector's boxes when it searched it: `found.frame` for the whole frame,
     /// `found.tile` for one tile of it (new faces only).

@@ -9,10 +9,12 @@
 //! - [`face_stage`]: detect + track + infer on one frame;
 //! - [`stages`]: the stage threads and their channels;
 //! - [`sinks`]: the outputs of a run;
+//! - [`pace`]: the player clock of a video shown in a window;
 //! - [`summary`]: what a run reports;
 //! - [`timer`]: stage timing.
 
 pub mod face_stage;
+pub mod pace;
 mod sinks;
 pub mod stages;
 pub mod summary;
@@ -23,7 +25,9 @@ pub use stages::{DetectStage, STOP_GRACE};
 pub use summary::{median, Counts, RunSummary, StageSamples, StopReason};
 
 use crate::detect::{AngleSearch, DetectorConfig, HaarDetector};
+use crate::encode::EncoderChoice;
 use crate::face::Face;
+use crate::model::Keypointer;
 use crate::render::OverlayOptions;
 use crate::smooth::OneEuroParams;
 use crate::source::{FrameSource, SourceSpec};
@@ -53,6 +57,34 @@ impl Schedule {
     pub const DETECT_EVERY_FRAME: Schedule = Schedule { detect_every: 1, crops: CropMode::Detections };
 }
 
+/// How a window shows a video file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pace {
+    /// At its frame rate, by its timestamps, as a player does.
+    Timestamps,
+    /// As fast as the frames are processed.
+    FullSpeed,
+}
+
+/// The progress a headless run shows.
+#[derive(Debug, Clone)]
+pub enum Progress {
+    Off,
+    /// Its own bar of frames (files only).
+    Bar,
+    /// A bar shared with other runs (`batch`), advanced a step per frame.
+    Shared(indicatif::ProgressBar),
+}
+
+/// What happens to the outputs of a run stopped by Ctrl-C or SIGTERM.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnInterrupt {
+    /// Finalise them with every processed frame (`run`).
+    Finalise,
+    /// Remove them: an output that exists is a whole video's (`batch`).
+    Discard,
+}
+
 pub struct RunOptions {
     pub source: SourceSpec,
     pub schedule: Schedule,
@@ -63,8 +95,11 @@ pub struct RunOptions {
     pub output: Option<PathBuf>,
     pub keypoints: Option<PathBuf>,
     pub max_frames: Option<u64>,
-    pub progress: bool,
+    pub progress: Progress,
     pub overlay: OverlayOptions,
+    pub pace: Pace,
+    pub encoder: EncoderChoice,
+    pub on_interrupt: OnInterrupt,
 }
 
 /// Everything a run needs, opened and checked before any thread starts or any
@@ -107,25 +142,64 @@ struct SinkOutcome {
 
 /// Runs the pipeline to the end of the source, the frame limit, a closed window or `stop`.
 pub fn run(prepared: Prepared, stop: Arc<AtomicBool>) -> Result<RunSummary> {
+    run_keeping_model(prepared, stop).summary
+}
+
+/// A run's result, and the model back for the next run (`None` when the face
+/// stage did not return: it panicked or was left behind).
+pub struct Finished {
+    pub summary: Result<RunSummary>,
+    pub model: Option<Keypointer>,
+}
+
+/// [`run`], handing the model back so that many runs load it once (`batch`).
+pub fn run_keeping_model(prepared: Prepared, stop: Arc<AtomicBool>) -> Finished {
     let Prepared { source, detect, stage, options } = prepared;
     let info = source.info().clone();
     // Outputs are created only now that every input has been checked.
-    let mut sinks = Sinks::open(&options, &info, stage.model().config().scheme)?;
-    let chain = Chain::spawn(source, detect, stage, options.max_frames, stop.clone())?;
+    let mut sinks = match Sinks::open(&options, &info, stage.model().config().scheme) {
+        Ok(sinks) => sinks,
+        Err(e) => return Finished { summary: Err(e), model: Some(stage.into_model()) },
+    };
+    let chain = match Chain::spawn(source, detect, stage, options.max_frames, stop.clone()) {
+        Ok(chain) => chain,
+        Err(e) => return Finished { summary: Err(e), model: None },
+    };
     let started = Instant::now();
-    let mut outcome = sink_loop(&chain, &mut sinks, options.record_faces, &stop, started);
+    let outcome = sink_loop(&chain, &mut sinks, options.record_faces, &stop, started);
     sinks.end_progress();
-    let end = chain.shutdown();
+    let mut end = chain.shutdown();
+    let model = end.model.take();
+    let summary = summarise(outcome, end, sinks, &options, &stop, started);
+    Finished { summary, model }
+}
+
+/// Finalises the outputs (or discards them, for an interrupted `batch` video) and
+/// sums the run up.
+fn summarise(
+    mut outcome: SinkOutcome,
+    end: stages::ChainEnd,
+    sinks: Sinks,
+    options: &RunOptions,
+    stop: &AtomicBool,
+    started: Instant,
+) -> Result<RunSummary> {
     if let Some(e) = outcome.error.take() {
         return Err(e);
     }
     outcome.samples.detector_runs = end.detector_runs?;
+    let interrupted = stop.load(Ordering::SeqCst);
+    let display_skipped = sinks.display_skipped();
+    let encoder = sinks.encoder_name();
     // A source failing mid-run (camera lost) still finalises what was produced.
-    let outputs = sinks.finish()?;
+    let outputs = match (interrupted, options.on_interrupt) {
+        (true, OnInterrupt::Discard) => Vec::new(),
+        _ => sinks.finish()?,
+    };
     let source_stop = end.source?;
     let stop = if outcome.window_closed {
         StopReason::WindowClosed
-    } else if stop.load(Ordering::SeqCst) {
+    } else if interrupted {
         StopReason::Interrupted
     } else {
         source_stop
@@ -139,6 +213,9 @@ pub fn run(prepared: Prepared, stop: Arc<AtomicBool>) -> Result<RunSummary> {
         frames_with_faces: counts.frames_with_faces,
         dropped: end.dropped,
         skipped: end.skipped,
+        skipped_names: end.skipped_names,
+        display_skipped,
+        encoder,
         secs: started.elapsed().as_secs_f64(),
         stop,
         outputs,
@@ -176,6 +253,10 @@ fn sink_loop(chain: &Chain, sinks: &mut Sinks, record_faces: bool, stop: &Atomic
         outcome.samples.record(&item, sinks.draw_ms(), Instant::now(), started);
         outcome.counts.add(&item.faces);
         let flow = sinks.show(&item, stop);
+        if let Err(e) = sinks.encode(std::mem::take(&mut item.frame.image)) {
+            outcome.error = Some(e);
+            break;
+        }
         if record_faces {
             outcome.faces_per_frame.push(item.faces);
         }

@@ -9,6 +9,7 @@ use crate::detect::HaarDetector;
 use crate::face::{Face, StageTimes};
 use crate::geometry::Rect;
 use crate::imageops;
+use crate::model::Keypointer;
 use crate::source::{Frame, FrameSource, SourceInfo};
 use anyhow::{anyhow, Context, Result};
 use crossbeam_channel::{bounded, Receiver, Sender, TrySendError};
@@ -91,6 +92,13 @@ impl SourceControl {
     }
 }
 
+/// How the source thread ended.
+pub(super) struct SourceEnd {
+    pub reason: StopReason,
+    /// The files an image folder could not decode.
+    pub skipped_names: Vec<String>,
+}
+
 /// Reads frames until the end, `max_frames`, `stop` (Ctrl-C) or `halt` (the sinks
 /// are done). A live source gets `drain`, a second receiver of its own channel,
 /// to throw away a frame still waiting when a newer one arrives.
@@ -99,16 +107,17 @@ fn source_thread(
     tx: Sender<Frame>,
     drain: Option<Receiver<Frame>>,
     ctl: SourceControl,
-) -> Result<StopReason> {
+) -> Result<SourceEnd> {
     let mut sent = 0u64;
+    let end = |reason, source: &dyn FrameSource| SourceEnd { reason, skipped_names: source.skipped_names() };
     loop {
         if let Some(reason) = ctl.stop_before(sent) {
-            return Ok(reason);
+            return Ok(end(reason, source.as_ref()));
         }
         let timer = StageTimer::start();
         let Some(mut frame) = source.next_frame()? else {
             ctl.skipped.store(source.skipped(), Ordering::SeqCst);
-            return Ok(StopReason::End);
+            return Ok(end(StopReason::End, source.as_ref()));
         };
         if frame.decode_ms == 0.0 {
             frame.decode_ms = timer.ms();
@@ -119,7 +128,7 @@ fn source_thread(
             None => tx.send(frame).is_ok(),
         };
         if !delivered {
-            return Ok(StopReason::WindowClosed);
+            return Ok(end(StopReason::WindowClosed, source.as_ref()));
         }
     }
 }
@@ -160,12 +169,22 @@ fn detect_thread(mut stage: DetectStage, rx: Receiver<Frame>, tx: Sender<Detecte
     Ok(runs)
 }
 
-fn face_thread(mut stage: FaceStage, rx: Receiver<Detected>, tx: Sender<Annotated>) -> Result<u64> {
+/// How the face thread ended: its detector runs or its error, and its stage (with
+/// the model, for another run).
+struct FaceEnd {
+    runs: Result<u64>,
+    stage: FaceStage,
+}
+
+fn face_thread(mut stage: FaceStage, rx: Receiver<Detected>, tx: Sender<Annotated>) -> FaceEnd {
     let _guard = tch::no_grad_guard();
     // OpenMP thread counts are per calling thread: re-apply the process setting here.
     tch::set_num_threads(tch::get_num_threads());
     for d in rx {
-        let processed = stage.process(&d.gray, d.searched.found(), d.frame.timestamp_ms)?;
+        let processed = match stage.process(&d.gray, d.searched.found(), d.frame.timestamp_ms) {
+            Ok(p) => p,
+            Err(e) => return FaceEnd { runs: Err(e), stage },
+        };
         let mut times = processed.times;
         times.decode_ms = d.frame.decode_ms;
         times.detector_ran |= d.searched.frame.is_some();
@@ -174,15 +193,15 @@ fn face_thread(mut stage: FaceStage, rx: Receiver<Detected>, tx: Sender<Annotate
             break;
         }
     }
-    Ok(stage.detector_runs)
+    FaceEnd { runs: Ok(stage.detector_runs), stage }
 }
 
 /// The running stage threads, and the receiving end of their chain.
 pub(super) struct Chain {
     pub annotated: Receiver<Annotated>,
-    source: JoinHandle<Result<StopReason>>,
+    source: JoinHandle<Result<SourceEnd>>,
     detect: JoinHandle<Result<u64>>,
-    faces: JoinHandle<Result<u64>>,
+    faces: JoinHandle<FaceEnd>,
     halt: Arc<AtomicBool>,
     dropped: Arc<AtomicU64>,
     skipped: Arc<AtomicU64>,
@@ -196,6 +215,9 @@ pub(super) struct ChainEnd {
     pub detector_runs: Result<u64>,
     pub dropped: u64,
     pub skipped: u64,
+    pub skipped_names: Vec<String>,
+    /// The model back, unless the face thread panicked or was left behind.
+    pub model: Option<Keypointer>,
 }
 
 /// Channel sizes. Live: one frame in flight per stage (stale ones are dropped at
@@ -243,20 +265,30 @@ impl Chain {
         self.halt.store(true, Ordering::SeqCst);
         drop(self.annotated);
         let deadline = Instant::now() + STOP_GRACE;
-        let faces = join_by(self.faces, "faces", deadline).unwrap_or(Ok(0));
+        let (faces, model) = match wait_by(self.faces, deadline).map(|h| h.join()) {
+            Some(Ok(end)) => (end.runs.context("faces stage"), Some(end.stage.into_model())),
+            Some(Err(_)) => (Err(anyhow!("faces thread panicked")), None),
+            None => (Ok(0), None),
+        };
         let detect = join_by(self.detect, "detect", deadline).unwrap_or(Ok(0));
         let source = join_by(self.source, "source", deadline).unwrap_or_else(|| {
             eprintln!(
                 "warning: the source did not stop within {} s (a stuck read); left it behind",
                 STOP_GRACE.as_secs()
             );
-            Ok(StopReason::Interrupted)
+            Ok(SourceEnd { reason: StopReason::Interrupted, skipped_names: Vec::new() })
         });
+        let (source, skipped_names) = match source {
+            Ok(end) => (Ok(end.reason), end.skipped_names),
+            Err(e) => (Err(e), Vec::new()),
+        };
         ChainEnd {
             source,
             detector_runs: faces.and_then(|f| Ok(f + detect?)),
             dropped: self.dropped.load(Ordering::Relaxed),
             skipped: self.skipped.load(Ordering::Relaxed),
+            skipped_names,
+            model,
         }
     }
 }
@@ -267,11 +299,16 @@ fn join<T>(handle: JoinHandle<Result<T>>, name: &str) -> Result<T> {
 
 /// Joins a stage that finishes by `deadline`; `None` leaves a stuck one behind.
 fn join_by<T>(handle: JoinHandle<Result<T>>, name: &str, deadline: Instant) -> Option<Result<T>> {
+    wait_by(handle, deadline).map(|h| join(h, name))
+}
+
+/// The handle of a thread that finished by `deadline`; `None` if it did not.
+fn wait_by<T>(handle: JoinHandle<T>, deadline: Instant) -> Option<JoinHandle<T>> {
     while !handle.is_finished() {
         if Instant::now() >= deadline {
             return None;
         }
         thread::sleep(Duration::from_millis(5));
     }
-    Some(join(handle, name))
+    Some(handle)
 }

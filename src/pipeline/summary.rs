@@ -87,6 +87,13 @@ pub struct RunSummary {
     pub dropped: u64,
     /// Frames of a file that could not be decoded.
     pub skipped: u64,
+    /// The files an image folder skipped (could not decode), by name.
+    pub skipped_names: Vec<String>,
+    /// Frames a window did not show, to keep a video's pace (every one is in the
+    /// keypoint file and the annotated video).
+    pub display_skipped: u64,
+    /// The encoder of the annotated video, when there is one.
+    pub encoder: Option<&'static str>,
     pub secs: f64,
     pub stop: StopReason,
     pub outputs: Vec<PathBuf>,
