@@ -8,6 +8,7 @@ use facekp::detect::DetectorConfig;
 use facekp::landmarks::Scheme;
 use facekp::model::{self, Keypointer, ModelError};
 use facekp::pipeline::{self, RunOptions, RunSummary, Schedule, StopReason};
+use facekp::pose::CameraSpec;
 use facekp::render::OverlayOptions;
 use facekp::smooth::OneEuroParams;
 use facekp::source::SourceSpec;
@@ -41,6 +42,7 @@ pub fn run(args: RunArgs) -> Result<u8> {
     let options = RunOptions {
         schedule: args.tracking.schedule(&spec),
         smoothing: args.tracking.smoothing(),
+        camera: args.tracking.camera(),
         record_faces: false,
         show_window,
         output: args.output,
@@ -164,6 +166,7 @@ impl BenchPass<'_> {
             source: self.spec.clone(),
             schedule,
             smoothing: tracking.smoothing(),
+            camera: tracking.camera(),
             record_faces,
             show_window: false,
             output: None,
@@ -273,6 +276,11 @@ impl TrackingArgs {
         tch::set_num_threads(self.cnn_threads);
         opencv::core::set_num_threads(self.cv_threads).context("setting OpenCV's thread count")?;
         Ok(())
+    }
+
+    /// The camera head poses are solved for.
+    fn camera(&self) -> CameraSpec {
+        CameraSpec { focal_px: self.focal_length, principal_point: self.principal_point }
     }
 
     fn smoothing(&self) -> Option<OneEuroParams> {

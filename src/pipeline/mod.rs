@@ -24,6 +24,7 @@ pub use summary::{median, Counts, RunSummary, StageSamples, StopReason};
 
 use crate::detect::{DetectorConfig, HaarDetector};
 use crate::face::Face;
+use crate::pose::CameraSpec;
 use crate::render::OverlayOptions;
 use crate::smooth::OneEuroParams;
 use crate::source::{FrameSource, SourceSpec};
@@ -57,6 +58,8 @@ pub struct RunOptions {
     pub source: SourceSpec,
     pub schedule: Schedule,
     pub smoothing: Option<OneEuroParams>,
+    /// The camera head poses are solved for.
+    pub camera: CameraSpec,
     /// Keep every frame's faces in the summary (for `bench --still` and `--compare`).
     pub record_faces: bool,
     pub show_window: bool,
@@ -86,8 +89,13 @@ impl Prepared {
     ) -> Result<Self> {
         let every = options.schedule.detect_every.max(1) as u64;
         let detect = DetectStage { detector: HaarDetector::new(cascade, detector)?, every };
-        let stage =
-            FaceStage::new(HaarDetector::new(cascade, detector)?, model, options.schedule.crops, options.smoothing);
+        let stage = FaceStage::new(
+            HaarDetector::new(cascade, detector)?,
+            model,
+            options.schedule.crops,
+            options.smoothing,
+            options.camera,
+        );
         Ok(Self { source, detect, stage, options })
     }
 }

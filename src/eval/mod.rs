@@ -1,7 +1,10 @@
 //! `facekp eval`: NME of a trained model on an annotated CSV, with the real Haar
 //! detector's boxes (`haar`) or crops placed from the true points (`truth`).
 //! NME follows `../shared/datasets/README.md`: mean point error over the
-//! inter-ocular (outer eye corner) distance of the truth.
+//! inter-ocular (outer eye corner) distance of the truth. Head pose and openness
+//! are checked in [`pose`].
+
+pub mod pose;
 
 use crate::dataset;
 use crate::detect::{DetectorConfig, HaarDetector};
@@ -12,6 +15,8 @@ use crate::landmarks::{Region, Scheme};
 use crate::model::Keypointer;
 use anyhow::{bail, Context, Result};
 use opencv::core::Mat;
+use opencv::prelude::*;
+use pose::{PoseReport, PoseSample, PoseTally};
 use serde::Serialize;
 use std::path::PathBuf;
 use std::time::Instant;
@@ -80,6 +85,8 @@ pub struct EvalReport {
     pub convention: String,
     /// The CNN's number format (`f32` or `bf16`).
     pub precision: String,
+    /// Head pose and eye openness against the annotations and the mirror image.
+    pub pose: PoseReport,
     #[serde(skip)]
     pub errors: Vec<f64>,
 }
@@ -121,6 +128,10 @@ pub fn evaluate(model: &Keypointer, opts: &EvalOptions) -> Result<EvalReport> {
         // Found points are image positions; the labels carry their set's origin.
         let pred: Vec<Point> = found.iter().map(|&p| p + model.label_origin()).collect();
         tally.add(&a.image, &pred, &truth);
+        let mirrored = fit_mirrored(model, &gray, detection, opts.boxes)?;
+        let frame_size = (gray.cols() as u32, gray.rows() as u32);
+        let sample = PoseSample { truth: &truth, found: &pred, found_mirrored: mirrored.as_deref(), frame_size };
+        tally.pose.add(scheme, &sample)?;
     }
     bar.finish_and_clear();
     if tally.errors.is_empty() {
@@ -141,6 +152,18 @@ fn fit_face(model: &Keypointer, gray: &Mat, detection: Rect, boxes: Boxes) -> Re
     Ok(second.into_iter().next().filter(|f| face::confident(model, f.spread)).map(|f| f.points))
 }
 
+/// The points `model` finds on the mirror image of `gray` in the mirror image of
+/// `detection` (that image's pixels, with the label origin as for the original).
+fn fit_mirrored(model: &Keypointer, gray: &Mat, detection: Rect, boxes: Boxes) -> Result<Option<Vec<Point>>> {
+    let mut mirror = Mat::default();
+    opencv::core::flip(gray, &mut mirror, 1)?;
+    // Pixel u maps to width - 1 - u, so a box's left edge x goes to width - 1 - (x + w).
+    let right = gray.cols() as f32 - 1.0 - (detection.x + detection.w);
+    let box_in_mirror = Rect::new(right, detection.y, detection.w, detection.h);
+    let found = fit_face(model, &mirror, box_in_mirror, boxes)?;
+    Ok(found.map(|f| f.iter().map(|&p| p + model.label_origin()).collect()))
+}
+
 /// The errors of the faces scored so far.
 struct Tally {
     scheme: Scheme,
@@ -152,12 +175,21 @@ struct Tally {
     /// Sum over faces of the mean signed error (x, y) over the inter-ocular distance.
     bias: (f64, f64),
     infer_secs: f64,
+    pose: PoseTally,
 }
 
 impl Tally {
     fn new(scheme: Scheme) -> Tally {
         let region_sums = vec![(0.0, 0); Region::ALL.len()];
-        Tally { scheme, errors: Vec::new(), images: Vec::new(), region_sums, bias: (0.0, 0.0), infer_secs: 0.0 }
+        Tally {
+            scheme,
+            errors: Vec::new(),
+            images: Vec::new(),
+            region_sums,
+            bias: (0.0, 0.0),
+            infer_secs: 0.0,
+            pose: PoseTally::new(scheme),
+        }
     }
 
     /// Scores the points `pred` of the face in `image` against `truth`.
@@ -204,6 +236,7 @@ impl Tally {
             passes: if boxes == Boxes::Haar { 2 } else { 1 },
             convention: model.convention().to_string(),
             precision: model.precision().name().to_string(),
+            pose: self.pose.report(),
             errors,
         }
     }
@@ -230,6 +263,7 @@ impl EvalReport {
         println!("ms per face  {:.2} (crop + CNN at batch 1, {} pass(es))", self.ms_per_face, self.passes);
         println!("convention   {}", self.convention);
         println!("precision    {}", self.precision);
+        self.pose.print_human();
     }
 }
 
