@@ -9,6 +9,7 @@ mod accuracy;
 mod bad_input;
 mod camera_lost;
 mod fuzz;
+mod pose;
 mod robustness;
 mod run;
 mod training;
