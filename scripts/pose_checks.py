@@ -62,7 +62,7 @@ def turn_check(photos, work):
     for k, row in enumerate(rows):
         video = work / f"turn{k}.mp4"
         ffmpeg("-loop", "1", "-framerate", "30", "-i", str(SHARED / "datasets/helen68/images" / row["image"]),
-               "-vf", f"scale={WIDTH}:-2,rotate=-({TURN})*PI/180:fillcolor=black", "-frames:v", "240",
+               "-vf", f"scale={WIDTH}:-2,rotate='-({TURN})*PI/180':fillcolor=black", "-frames:v", "240",
                "-c:v", "libx264", "-crf", "16", "-pix_fmt", "yuv420p", str(video))
         base = eye_line_deg(row)
         yaws = []
