@@ -1,10 +1,12 @@
-//! What the pipeline produces per frame: faces with boxes and keypoints, in frame
-//! pixels, plus the per-stage timings shown in the overlay; and the step from
-//! detector-like boxes to keypoints that `run` and `eval` share.
+//! What the pipeline produces per frame: faces with boxes, keypoints (frame
+//! pixels), head pose and openness, plus the per-stage timings shown in the
+//! overlay; and the step from detector-like boxes to keypoints that `run` and
+//! `eval` share.
 
 use crate::geometry::{frame_points_from_unit, CropSquare, FaceBox, Point, Rect};
 use crate::imageops;
 use crate::model::{Inference, Keypointer};
+use crate::pose::{HeadPose, Openness};
 use anyhow::Result;
 use opencv::core::Mat;
 
@@ -71,6 +73,10 @@ pub struct Face {
     pub points: Vec<Point>,
     /// Track id, stable while the face is followed from frame to frame.
     pub track: u64,
+    /// Head pose (smoothed per track like the points); `None` when none was solved.
+    pub pose: Option<HeadPose>,
+    /// Eye and mouth openness of the points; `None` for the 15-point scheme.
+    pub openness: Option<Openness>,
 }
 
 /// Milliseconds spent per stage on one frame.

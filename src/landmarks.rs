@@ -138,6 +138,14 @@ impl Scheme {
         }
     }
 
+    /// Index of the nose tip.
+    pub fn nose_tip(self) -> usize {
+        match self {
+            Scheme::P68 => 30,
+            Scheme::P15 => 10,
+        }
+    }
+
     pub fn region(self, i: usize) -> Region {
         match self {
             Scheme::P68 => match i {

@@ -21,6 +21,7 @@ pub mod model;
 pub mod output;
 pub mod pipeline;
 pub mod plot;
+pub mod pose;
 pub mod progress;
 pub mod render;
 pub mod smooth;

@@ -1,13 +1,17 @@
 //! Keypoint files: CSV (one row per face per frame) or JSON Lines (one object per
-//! frame, with `"faces": []` when none was found). Coordinates are frame pixels.
-//! Records of an image folder name their image (the JSON field `image`, the last
-//! CSV column `image`, so every other column keeps its place) and have no
-//! timestamp (`null`, an empty CSV field).
+//! frame, with `"faces": []` when none was found). Coordinates are frame pixels;
+//! head pose in degrees ([`crate::pose::angles`] has the conventions); openness as
+//! aspect ratios, image-left eye first ([`crate::pose::openness`]). What a face
+//! lacks (no pose solved; no openness from 15 points) is `null` in JSON and an
+//! empty field in CSV. Records of an image folder name their image (the JSON field
+//! `image`, the last CSV column `image`, so every other column keeps its place) and
+//! have no timestamp (`null`, an empty CSV field).
 //! Files are written under a temporary name and renamed when finished, so a
 //! failed run leaves nothing half-written under the final name.
 
 use crate::face::Face;
 use crate::fsutil;
+use crate::pose::{HeadPose, Openness};
 use serde::Serialize;
 use std::fs::File;
 use std::io::{BufWriter, Write};
@@ -87,6 +91,9 @@ struct JsonFace {
     box_y: f32,
     box_w: f32,
     box_h: f32,
+    pose: Option<HeadPose>,
+    eyes: Option<[f32; 2]>,
+    mouth: Option<f32>,
     points: Vec<[f32; 2]>,
 }
 
@@ -113,6 +120,44 @@ fn r2(v: f32) -> f32 {
     (v * 100.0).round() / 100.0
 }
 
+/// Rounds to 1 decimal: angles, in degrees.
+fn r1(v: f32) -> f32 {
+    (v * 10.0).round() / 10.0
+}
+
+/// Rounds to 3 decimals: aspect ratios.
+fn r3(v: f32) -> f32 {
+    (v * 1000.0).round() / 1000.0
+}
+
+/// The CSV columns after the box columns: pose, then openness.
+pub const MEASURE_COLUMNS: &str = "yaw,pitch,roll,eye_l,eye_r,mouth";
+
+/// A face's pose and openness as CSV fields (empty where it has none).
+fn measure_fields(pose: Option<HeadPose>, openness: Option<Openness>) -> String {
+    let pose = pose.map_or(",,".to_owned(), |p| format!("{},{},{}", r1(p.yaw), r1(p.pitch), r1(p.roll)));
+    let open = openness.map_or(",,".to_owned(), |o| format!("{},{},{}", r3(o.eyes[0]), r3(o.eyes[1]), r3(o.mouth)));
+    format!("{pose},{open}")
+}
+
+impl JsonFace {
+    fn new(index: usize, f: &Face) -> JsonFace {
+        let b = f.box_in_frame;
+        JsonFace {
+            face: index,
+            track: f.track,
+            box_x: r2(b.x),
+            box_y: r2(b.y),
+            box_w: r2(b.w),
+            box_h: r2(b.h),
+            pose: f.pose.map(|p| HeadPose { yaw: r1(p.yaw), pitch: r1(p.pitch), roll: r1(p.roll) }),
+            eyes: f.openness.map(|o| o.eyes.map(r3)),
+            mouth: f.openness.map(|o| r3(o.mouth)),
+            points: f.points.iter().map(|p| [r2(p.x), r2(p.y)]).collect(),
+        }
+    }
+}
+
 impl KeypointWriter {
     /// A keypoint file for the frames of a video or camera.
     pub fn create(path: &Path, num_points: usize) -> Result<Self, OutputError> {
@@ -130,7 +175,7 @@ impl KeypointWriter {
         fsutil::register_temp(&tmp);
         let mut w = Self { out: Some(BufWriter::new(file)), format, kind, tmp, path: path.to_owned(), num_points };
         if format == KeypointFormat::Csv {
-            let mut header = String::from("frame,timestamp_ms,face,track,box_x,box_y,box_w,box_h");
+            let mut header = format!("frame,timestamp_ms,face,track,box_x,box_y,box_w,box_h,{MEASURE_COLUMNS}");
             for i in 0..num_points {
                 header.push_str(&format!(",x{i},y{i}"));
             }
@@ -187,8 +232,9 @@ impl KeypointWriter {
                 };
                 for (i, f) in faces.iter().enumerate() {
                     let b = f.box_in_frame;
-                    let mut line =
-                        format!("{frame},{timestamp},{i},{},{},{},{},{}", f.track, r2(b.x), r2(b.y), r2(b.w), r2(b.h));
+                    let measures = measure_fields(f.pose, f.openness);
+                    let (x, y, w, h) = (r2(b.x), r2(b.y), r2(b.w), r2(b.h));
+                    let mut line = format!("{frame},{timestamp},{i},{},{x},{y},{w},{h},{measures}", f.track);
                     debug_assert_eq!(f.points.len(), self.num_points);
                     for p in &f.points {
                         line.push_str(&format!(",{},{}", r2(p.x), r2(p.y)));
@@ -203,19 +249,7 @@ impl KeypointWriter {
                     frame,
                     timestamp_ms,
                     image,
-                    faces: faces
-                        .iter()
-                        .enumerate()
-                        .map(|(i, f)| JsonFace {
-                            face: i,
-                            track: f.track,
-                            box_x: r2(f.box_in_frame.x),
-                            box_y: r2(f.box_in_frame.y),
-                            box_w: r2(f.box_in_frame.w),
-                            box_h: r2(f.box_in_frame.h),
-                            points: f.points.iter().map(|p| [r2(p.x), r2(p.y)]).collect(),
-                        })
-                        .collect(),
+                    faces: faces.iter().enumerate().map(|(i, f)| JsonFace::new(i, f)).collect(),
                 };
                 let line = serde_json::to_string(&record).map_err(|e| self.io_error(e.into()))?;
                 self.write_line(&line)
@@ -253,7 +287,13 @@ mod tests {
     use crate::geometry::{Point, Rect};
 
     fn face() -> Face {
-        Face { box_in_frame: Rect::new(1.0, 2.0, 30.0, 30.0), points: vec![Point::new(5.5, 6.25); 15], track: 3 }
+        Face {
+            box_in_frame: Rect::new(1.0, 2.0, 30.0, 30.0),
+            points: vec![Point::new(5.5, 6.25); 15],
+            track: 3,
+            pose: Some(HeadPose { yaw: 12.34, pitch: -5.0, roll: 0.26 }),
+            openness: None,
+        }
     }
 
     #[test]
@@ -268,9 +308,11 @@ mod tests {
         let text = std::fs::read_to_string(&path).unwrap();
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines.len(), 3);
-        assert!(lines[0].starts_with("frame,timestamp_ms,face,track,box_x,box_y,box_w,box_h,x0,y0,"));
+        assert!(lines[0].starts_with(
+            "frame,timestamp_ms,face,track,box_x,box_y,box_w,box_h,yaw,pitch,roll,eye_l,eye_r,mouth,x0,y0,"
+        ));
         assert!(lines[0].ends_with(",x14,y14"));
-        assert!(lines[2].starts_with("0,0.00,1,3,1,2,30,30,5.5,6.25"));
+        assert!(lines[2].starts_with("0,0.00,1,3,1,2,30,30,12.3,-5,0.3,,,,5.5,6.25"), "{}", lines[2]);
     }
 
     #[test]
@@ -288,6 +330,8 @@ mod tests {
         assert_eq!(rows[1]["frame"], 1);
         assert_eq!(rows[1]["faces"][0]["points"].as_array().unwrap().len(), 15);
         assert_eq!(rows[1]["faces"][0]["box_w"], 30.0);
+        assert_eq!(rows[1]["faces"][0]["pose"]["yaw"], 12.3);
+        assert!(rows[1]["faces"][0]["eyes"].is_null() && rows[1]["faces"][0]["mouth"].is_null());
     }
 
     /// Image-folder records carry their image's name and no timestamp; the CSV's

@@ -1,10 +1,13 @@
 //! The sinks that show frames: the overlay drawn into a BGR frame (OpenCV drawing),
-//! the annotated video writer and the window (minifb). Frame pixels throughout.
+//! the annotated video writer and the window (minifb). Frame pixels throughout;
+//! the head's axes are drawn in parallel projection (x, y of each rotated axis).
 
 use crate::face::{Face, StageTimes};
 use crate::fsutil;
+use crate::geometry::Point;
 use crate::landmarks::{Region, Scheme};
 use crate::output::{check_output_path, OutputError};
+use crate::pose::HeadPose;
 use opencv::core::{Mat, Point as CvPoint, Rect as CvRect, Scalar, Size};
 use opencv::prelude::*;
 use opencv::{imgproc, videoio};
@@ -23,11 +26,18 @@ pub fn region_rgb(region: Region) -> [u8; 3] {
 
 pub const BOX_RGB: [u8; 3] = [255, 255, 255];
 
+/// Colours of the head's axes: x (to the face's image-right), y (down the face),
+/// z (out of the face, where the nose points).
+pub const AXIS_RGB: [[u8; 3]; 3] = [[255, 40, 40], [40, 255, 40], [40, 120, 255]];
+
+/// Length of the drawn head axes, as a fraction of the face box width.
+const AXIS_LENGTH: f32 = 0.5;
+
 fn bgr(rgb: [u8; 3]) -> Scalar {
     Scalar::new(rgb[2] as f64, rgb[1] as f64, rgb[0] as f64, 0.0)
 }
 
-fn cv_point(p: crate::geometry::Point) -> CvPoint {
+fn cv_point(p: Point) -> CvPoint {
     CvPoint::new(p.x.round() as i32, p.y.round() as i32)
 }
 
@@ -37,11 +47,13 @@ pub struct OverlayOptions {
     pub boxes: bool,
     pub contours: bool,
     pub stats: bool,
+    /// The head's axes at the nose and the pose angles in the face label.
+    pub pose: bool,
 }
 
 impl Default for OverlayOptions {
     fn default() -> Self {
-        Self { boxes: true, contours: true, stats: true }
+        Self { boxes: true, contours: true, stats: true, pose: true }
     }
 }
 
@@ -103,6 +115,12 @@ pub fn draw_overlay(
         if options.boxes {
             draw_box(frame, face, pen)?;
         }
+        if let (true, Some(pose)) = (options.pose, face.pose) {
+            draw_axes(frame, face.points[scheme.nose_tip()], &pose, face.box_in_frame.w, pen)?;
+        }
+        if let Some(text) = face_label(face, options) {
+            draw_label(frame, face, &text, pen)?;
+        }
         if options.contours {
             for (a, b) in scheme.contour_segments() {
                 let color = bgr(region_rgb(scheme.region(a)));
@@ -122,13 +140,43 @@ pub fn draw_overlay(
     }
 }
 
-/// A face's box and track id.
+/// A face's box.
 fn draw_box(frame: &mut Mat, face: &Face, pen: Pen) -> opencv::Result<()> {
     let b = face.box_in_frame;
     let r = CvRect::new(b.x.round() as i32, b.y.round() as i32, b.w.round() as i32, b.h.round() as i32);
-    imgproc::rectangle(frame, r, bgr(BOX_RGB), pen.thick, imgproc::LINE_8, 0)?;
-    let at = CvPoint::new(r.x, (r.y - 4).max(10));
-    pen.text(frame, &format!("#{}", face.track), at, 0.45, bgr(BOX_RGB), pen.thick)
+    imgproc::rectangle(frame, r, bgr(BOX_RGB), pen.thick, imgproc::LINE_8, 0)
+}
+
+/// The label above a face: its track id with the boxes, its pose angles with the pose.
+fn face_label(face: &Face, options: &OverlayOptions) -> Option<String> {
+    let id = options.boxes.then(|| format!("#{}", face.track));
+    let angles = match (options.pose, face.pose) {
+        (true, Some(p)) => Some(format!("yaw {:.0} pitch {:.0} roll {:.0}", p.yaw, p.pitch, p.roll)),
+        _ => None,
+    };
+    match (id, angles) {
+        (Some(id), Some(angles)) => Some(format!("{id} {angles}")),
+        (id, angles) => id.or(angles),
+    }
+}
+
+fn draw_label(frame: &mut Mat, face: &Face, text: &str, pen: Pen) -> opencv::Result<()> {
+    let b = face.box_in_frame;
+    let at = CvPoint::new(b.x.round() as i32, (b.y.round() as i32 - 4).max(10));
+    pen.text(frame, text, at, 0.45, bgr(BOX_RGB), pen.thick)
+}
+
+/// The head's x, y and z axes from the nose tip, `AXIS_LENGTH` of the face width long.
+fn draw_axes(frame: &mut Mat, nose: Point, pose: &HeadPose, face_width: f32, pen: Pen) -> opencv::Result<()> {
+    let r = pose.rotation();
+    let length = (AXIS_LENGTH * face_width) as f64;
+    // z is drawn out of the face (the model's -z), where the nose points.
+    let axes = [(0, 1.0), (1, 1.0), (2, -1.0)];
+    for ((k, sign), rgb) in axes.into_iter().zip(AXIS_RGB) {
+        let end = Point::new(nose.x + (sign * length * r[0][k]) as f32, nose.y + (sign * length * r[1][k]) as f32);
+        imgproc::line(frame, cv_point(nose), cv_point(end), bgr(rgb), pen.thick + 1, imgproc::LINE_AA, 0)?;
+    }
+    Ok(())
 }
 
 /// The stats line at the top left: white on a black outline.
@@ -259,7 +307,7 @@ pub struct WindowInput {
 }
 
 /// The display window (minifb, X11). Keys: Esc/q quit, space pause, `.` one
-/// frame, right arrow 5 s ahead, b boxes, c contours, s stats.
+/// frame, right arrow 5 s ahead, b boxes, c contours, s stats, p head pose.
 pub struct WindowSink {
     window: minifb::Window,
     buffer: Vec<u32>,
@@ -307,6 +355,9 @@ impl WindowSink {
         if pressed(Key::S) {
             overlay.stats = !overlay.stats;
         }
+        if pressed(Key::P) {
+            overlay.pose = !overlay.pose;
+        }
         let step = pressed(Key::Period);
         if step {
             self.paused = true;
@@ -327,8 +378,14 @@ mod tests {
     fn overlay_draws_points_in_region_colours_and_the_box() {
         let mut frame = Mat::new_rows_cols_with_default(200, 200, CV_8UC3, Scalar::all(0.0)).unwrap();
         let points: Vec<Point> = (0..15).map(|i| Point::new(40.0 + 8.0 * i as f32, 100.0)).collect();
-        let face = Face { box_in_frame: Rect::new(20.0, 20.0, 160.0, 160.0), points: points.clone(), track: 1 };
-        let options = OverlayOptions { boxes: true, contours: false, stats: false };
+        let face = Face {
+            box_in_frame: Rect::new(20.0, 20.0, 160.0, 160.0),
+            points: points.clone(),
+            track: 1,
+            pose: None,
+            openness: None,
+        };
+        let options = OverlayOptions { boxes: true, contours: false, stats: false, pose: true };
         draw_overlay(&mut frame, &[face], Scheme::P15, &options, None).unwrap();
         for (i, p) in points.iter().enumerate() {
             let px = *frame.at_2d::<Vec3b>(p.y as i32, p.x as i32).unwrap();
@@ -339,6 +396,33 @@ mod tests {
         assert_eq!([edge[2], edge[1], edge[0]], BOX_RGB);
         // Far from any face nothing is drawn.
         assert_eq!(*frame.at_2d::<Vec3b>(5, 195).unwrap(), Vec3b::from([0, 0, 0]));
+    }
+
+    #[test]
+    fn the_head_axes_follow_the_pose_and_the_key_option() {
+        let blank = || Mat::new_rows_cols_with_default(200, 200, CV_8UC3, Scalar::all(0.0)).unwrap();
+        let points: Vec<Point> = (0..15).map(|_| Point::new(100.0, 100.0)).collect();
+        let pose = HeadPose { yaw: 0.0, pitch: 0.0, roll: 90.0 };
+        let face = Face {
+            box_in_frame: Rect::new(40.0, 40.0, 120.0, 120.0),
+            points,
+            track: 1,
+            pose: Some(pose),
+            openness: None,
+        };
+        let rgb = |m: &Mat, x: i32, y: i32| {
+            let p = *m.at_2d::<Vec3b>(y, x).unwrap();
+            [p[2], p[1], p[0]]
+        };
+        let options = OverlayOptions { boxes: false, contours: false, stats: false, pose: true };
+        let mut frame = blank();
+        draw_overlay(&mut frame, std::slice::from_ref(&face), Scheme::P15, &options, None).unwrap();
+        // Turned 90 degrees counter-clockwise: the face's x axis points up, its y axis right.
+        assert_eq!(rgb(&frame, 100, 70), AXIS_RGB[0]);
+        assert_eq!(rgb(&frame, 130, 100), AXIS_RGB[1]);
+        let mut frame = blank();
+        draw_overlay(&mut frame, &[face], Scheme::P15, &OverlayOptions { pose: false, ..options }, None).unwrap();
+        assert_eq!(rgb(&frame, 100, 70), [0, 0, 0]);
     }
 
     #[test]

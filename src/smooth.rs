@@ -2,11 +2,12 @@
 //! cutoff rises with speed, so still points stop jittering and moving points do
 //! not lag. One filter per coordinate of every keypoint of a track.
 //!
-//! Values are filtered in face units: frame pixels divided by the face box width
+//! Points are filtered in face units: frame pixels divided by the face box width
 //! when the track started (fixed for the track, so box-size noise does not leak
 //! into the points), so the settings do not depend on image size or face size.
 
 use crate::geometry::Point;
+use crate::pose::HeadPose;
 
 /// Default minimum cutoff frequency, Hz: lower is steadier when still.
 pub const DEFAULT_MIN_CUTOFF_HZ: f32 = 1.0;
@@ -76,6 +77,28 @@ impl PointsFilter {
             .zip(&mut self.filters)
             .map(|(q, (fx, fy))| Point::new(fx.filter(q.x / s, dt_secs, p) * s, fy.filter(q.y / s, dt_secs, p) * s))
             .collect()
+    }
+}
+
+/// Filters for the three angles of one head's pose. The angles are filtered in
+/// radians, which a turning head covers at about the rate its points cover face
+/// units, so the points' settings suit them too.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PoseFilter {
+    yaw: OneEuro,
+    pitch: OneEuro,
+    roll: OneEuro,
+}
+
+impl PoseFilter {
+    /// Smooths `pose` (degrees), `dt_secs` after the last call.
+    pub fn filter(&mut self, pose: HeadPose, dt_secs: f32, p: &OneEuroParams) -> HeadPose {
+        let angle = |f: &mut OneEuro, deg: f32| f.filter(deg.to_radians(), dt_secs, p).to_degrees();
+        HeadPose {
+            yaw: angle(&mut self.yaw, pose.yaw),
+            pitch: angle(&mut self.pitch, pose.pitch),
+            roll: angle(&mut self.roll, pose.roll),
+        }
     }
 }
 

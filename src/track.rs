@@ -23,11 +23,16 @@
 //! face-presence score from the CNN could tell them apart). Faces nested inside
 //! another face's box (Haar fires on a chin) are dropped.
 //!
+//! Each kept face also gets its head pose, solved from its raw points by the
+//! caller's function and smoothed per track like the points, and the openness of
+//! its (smoothed) points.
+//!
 //! This module knows neither OpenCV nor libtorch: it plans crops and judges points.
 
 use crate::face::Face;
 use crate::geometry::{CropPrior, FaceBox, Point, Rect};
-use crate::smooth::{OneEuroParams, PointsFilter};
+use crate::pose::{HeadPose, Openness};
+use crate::smooth::{OneEuroParams, PointsFilter, PoseFilter};
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct TrackerParams {
@@ -113,6 +118,7 @@ struct Track {
     velocity: Point,
     missed_detections: u32,
     filter: PointsFilter,
+    pose_filter: PoseFilter,
     last_timestamp_ms: f64,
 }
 
@@ -252,12 +258,22 @@ impl Tracker {
         true
     }
 
+    /// [`Tracker::update_with_pose`] without head poses.
+    pub fn update(&mut self, kept: Vec<Fitted>, timestamp_ms: f64) -> Vec<Face> {
+        self.update_with_pose(kept, timestamp_ms, &|_| None)
+    }
+
     /// Ends the frame: `kept` are the candidates judged plausible with their final
     /// points, fresh ones in order of preference. Tracks without a kept candidate are
     /// lost; duplicates of an older (or preferred) face are dropped, as are faces
     /// nested in one; fresh faces become new tracks. Returns the frame's faces, points
-    /// smoothed when smoothing is on.
-    pub fn update(&mut self, mut kept: Vec<Fitted>, timestamp_ms: f64) -> Vec<Face> {
+    /// and `pose_of` their raw points smoothed when smoothing is on.
+    pub fn update_with_pose(
+        &mut self,
+        mut kept: Vec<Fitted>,
+        timestamp_ms: f64,
+        pose_of: &dyn Fn(&[Point]) -> Option<HeadPose>,
+    ) -> Vec<Face> {
         let mut old: Vec<Option<Track>> = std::mem::take(&mut self.tracks).into_iter().map(Some).collect();
         // Older tracks first, so a duplicate is always the younger face.
         let age = |f: &Fitted| f.candidate.track.map(|k| old[k].as_ref().map_or(u64::MAX, |t| t.id));
@@ -276,16 +292,20 @@ impl Tracker {
                 }
                 None => self.new_track(raw_box, timestamp_ms),
             };
-            let points = match &self.smoothing {
+            let pose = pose_of(&fitted.points);
+            let (points, pose) = match &self.smoothing {
                 Some(params) => {
                     let dt_secs = ((timestamp_ms - track.last_timestamp_ms) / 1000.0) as f32;
-                    track.filter.filter(&fitted.points, raw_box.upright.w, dt_secs, params)
+                    let pose = pose.map(|p| track.pose_filter.filter(p, dt_secs, params));
+                    (track.filter.filter(&fitted.points, raw_box.upright.w, dt_secs, params), pose)
                 }
-                None => fitted.points,
+                None => (fitted.points, pose),
             };
             track.last_box = raw_box;
             track.last_timestamp_ms = timestamp_ms;
-            faces.push(Face { box_in_frame: self.prior.detection_for_points(&points), points, track: track.id });
+            let box_in_frame = self.prior.detection_for_points(&points);
+            let openness = Openness::from_points(&points);
+            faces.push(Face { box_in_frame, points, track: track.id, pose, openness });
             self.tracks.push(track);
         }
         faces
@@ -307,6 +327,7 @@ impl Tracker {
             velocity: Point::default(),
             missed_detections: 0,
             filter: PointsFilter::default(),
+            pose_filter: PoseFilter::default(),
             last_timestamp_ms: timestamp_ms,
         }
     }

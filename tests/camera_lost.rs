@@ -6,6 +6,7 @@ use crate::util::*;
 use facekp::detect::{DetectorConfig, DEFAULT_CASCADE};
 use facekp::model::{Keypointer, Precision};
 use facekp::pipeline::{self, RunOptions, Schedule};
+use facekp::pose::CameraSpec;
 use facekp::render::OverlayOptions;
 use facekp::source::{Frame, FrameSource, SourceError, SourceInfo, SourceSpec, VideoSource};
 use facekp::track::CropMode;
@@ -47,6 +48,7 @@ fn a_camera_that_stops_mid_run_ends_the_run_with_complete_outputs() {
         source: SourceSpec::Camera { index: 0, width: None, height: None, fps: None },
         schedule: Schedule { detect_every: 10, crops: CropMode::Keypoints },
         smoothing: None,
+        camera: CameraSpec::default(),
         record_faces: false,
         show_window: false,
         output: Some(output.clone()),

@@ -116,7 +116,8 @@ fn csv_keypoints_have_the_documented_header_and_a_row_per_face() {
     let mut lines = text.lines();
     let header: Vec<&str> = lines.next().unwrap().split(',').collect();
     assert_eq!(&header[..8], &["frame", "timestamp_ms", "face", "track", "box_x", "box_y", "box_w", "box_h"]);
-    assert_eq!(header.len(), 8 + 2 * 68);
+    assert_eq!(&header[8..14], &["yaw", "pitch", "roll", "eye_l", "eye_r", "mouth"]);
+    assert_eq!(header.len(), 8 + 6 + 2 * 68);
     let rows: Vec<Vec<f64>> = lines.map(|l| l.split(',').map(|v| v.parse().unwrap()).collect()).collect();
     assert!(rows.len() >= 15, "most of 20 frames have a face: {} rows", rows.len());
     assert!(rows.iter().all(|r| r.len() == header.len() && r[0] < 20.0));

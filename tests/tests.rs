@@ -14,6 +14,7 @@ mod images;
 mod kaggle;
 mod output_video;
 mod pace;
+mod pose;
 mod robustness;
 mod run;
 mod training;

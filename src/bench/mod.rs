@@ -166,7 +166,7 @@ mod tests {
         for p in &mut points {
             p.x += dx;
         }
-        vec![Face { box_in_frame: Rect::new(0.0, 0.0, 100.0, 100.0), points, track: 1 }]
+        vec![Face { box_in_frame: Rect::new(0.0, 0.0, 100.0, 100.0), points, track: 1, pose: None, openness: None }]
     }
 
     #[test]

@@ -91,7 +91,8 @@ pub struct ModelArgs {
     pub device: DeviceArgs,
 }
 
-/// Detection, tracking, smoothing and thread settings shared by `run` and `bench`.
+/// Detection, tracking, smoothing, head-pose camera and thread settings shared by
+/// `run` and `bench`.
 #[derive(clap::Args)]
 pub struct TrackingArgs {
     /// Run the Haar detector every N frames to find new faces (and at once when a
@@ -111,9 +112,15 @@ pub struct TrackingArgs {
     /// One Euro filter: speed coefficient; higher lags less on fast motion
     #[arg(long, default_value_t = facekp::smooth::DEFAULT_BETA, value_parser = non_negative, allow_negative_numbers = true)]
     pub smooth_beta: f32,
-    /// Raw keypoints, no smoothing
+    /// Raw keypoints and head poses, no smoothing
     #[arg(long)]
     pub no_smooth: bool,
+    /// Head pose camera: focal length in pixels of the frame [default: the frame width]
+    #[arg(long, value_name = "PIXELS", value_parser = positive_length, allow_negative_numbers = true)]
+    pub focal_length: Option<f32>,
+    /// Head pose camera: principal point in frame pixels [default: the frame centre]
+    #[arg(long, value_name = "X,Y", value_parser = pixel_position, allow_negative_numbers = true)]
+    pub principal_point: Option<facekp::geometry::Point>,
     /// Haar cascade file (OpenCV XML)
     #[arg(long, default_value = facekp::detect::DEFAULT_CASCADE)]
     pub cascade: PathBuf,
@@ -387,6 +394,23 @@ fn positive_frequency(s: &str) -> Result<f32, String> {
     } else {
         Err(format!("{s}: must be a positive frequency"))
     }
+}
+
+fn positive_length(s: &str) -> Result<f32, String> {
+    let f = parse_float(s)?;
+    if f > 0.0 {
+        Ok(f as f32)
+    } else {
+        Err(format!("{s}: must be a positive number of pixels"))
+    }
+}
+
+/// `X,Y` in pixels.
+fn pixel_position(s: &str) -> Result<facekp::geometry::Point, String> {
+    let Some((x, y)) = s.split_once(',') else {
+        return Err(format!("{s}: must be X,Y (two numbers)"));
+    };
+    Ok(facekp::geometry::Point::new(parse_float(x.trim())? as f32, parse_float(y.trim())? as f32))
 }
 
 fn non_negative(s: &str) -> Result<f32, String> {

@@ -134,6 +134,7 @@ impl Runner<'_> {
         let options = RunOptions {
             schedule: tracking.schedule(&spec),
             smoothing: tracking.smoothing(),
+            camera: tracking.camera(),
             record_faces: false,
             show_window: false,
             output: job.outputs.video.clone(),

@@ -9,6 +9,7 @@ use facekp::encode::EncoderChoice;
 use facekp::landmarks::Scheme;
 use facekp::model::{self, Keypointer, ModelError};
 use facekp::pipeline::{self, OnInterrupt, Pace, Progress, RunOptions, RunSummary, Schedule, StopReason};
+use facekp::pose::CameraSpec;
 use facekp::render::OverlayOptions;
 use facekp::smooth::OneEuroParams;
 use facekp::source::SourceSpec;
@@ -42,6 +43,7 @@ pub fn run(args: RunArgs) -> Result<u8> {
     let options = RunOptions {
         schedule: args.tracking.schedule(&spec),
         smoothing: args.tracking.smoothing(),
+        camera: args.tracking.camera(),
         record_faces: false,
         show_window,
         output: args.output,
@@ -200,7 +202,8 @@ fn sweep_stages(args: &BenchArgs, model: Keypointer) -> Result<(pipeline::Detect
     let detector = facekp::detect::HaarDetector::new(&tracking.cascade, config)?;
     let upright = DetectorConfig { angles: AngleSearch::Upright, ..config };
     let face_detector = facekp::detect::HaarDetector::new(&tracking.cascade, upright)?;
-    let stage = pipeline::FaceStage::new(face_detector, model, CropMode::Keypoints, tracking.smoothing());
+    let stage =
+        pipeline::FaceStage::new(face_detector, model, CropMode::Keypoints, tracking.smoothing(), tracking.camera());
     let detect = pipeline::DetectStage { detector, every: u64::from(tracking.detect_every) };
     Ok((detect, stage, schedule))
 }
@@ -258,6 +261,7 @@ impl BenchPass<'_> {
             source: self.spec.clone(),
             schedule,
             smoothing: tracking.smoothing(),
+            camera: tracking.camera(),
             record_faces,
             show_window: false,
             output: None,
@@ -379,6 +383,11 @@ impl TrackingArgs {
         tch::set_num_threads(self.cnn_threads);
         opencv::core::set_num_threads(self.cv_threads).context("setting OpenCV's thread count")?;
         Ok(())
+    }
+
+    /// The camera head poses are solved for.
+    pub(super) fn camera(&self) -> CameraSpec {
+        CameraSpec { focal_px: self.focal_length, principal_point: self.principal_point }
     }
 
     pub(super) fn smoothing(&self) -> Option<OneEuroParams> {

@@ -1,11 +1,12 @@
-//! The face stage's work on one frame: detect (when due), track, crop, run the CNN
-//! and keep the plausible faces. Frame pixels throughout.
+//! The face stage's work on one frame: detect (when due), track, crop, run the CNN,
+//! keep the plausible faces and solve their head poses. Frame pixels throughout.
 
 use super::timer::StageTimer;
 use crate::detect::HaarDetector;
 use crate::face::{self, Face, StageTimes};
 use crate::geometry::{FaceBox, Point};
 use crate::model::Keypointer;
+use crate::pose::{CameraSpec, PoseSolver};
 use crate::smooth::OneEuroParams;
 use crate::track::{Candidate, CropMode, Fitted, Origin, Tracker, TrackerParams};
 use anyhow::Result;
@@ -21,6 +22,7 @@ pub struct FaceStage {
     model: Keypointer,
     tracker: Tracker,
     smoothing: Option<OneEuroParams>,
+    solver: PoseSolver,
     /// Detector runs of this stage (track lost, or no face followed).
     pub detector_runs: u64,
 }
@@ -61,10 +63,18 @@ struct Inferred {
 
 impl FaceStage {
     /// `crops`: where followed faces are cropped between detector runs;
-    /// `smoothing`: One Euro filtering of each track's points, or raw points.
-    pub fn new(detector: HaarDetector, model: Keypointer, crops: CropMode, smoothing: Option<OneEuroParams>) -> Self {
+    /// `smoothing`: One Euro filtering of each track's points and pose, or raw ones;
+    /// `camera`: the camera the head poses are solved for.
+    pub fn new(
+        detector: HaarDetector,
+        model: Keypointer,
+        crops: CropMode,
+        smoothing: Option<OneEuroParams>,
+        camera: CameraSpec,
+    ) -> Self {
         let tracker = Tracker::new(model.config().crop, TrackerParams::default(), smoothing, crops);
-        Self { detector, model, tracker, smoothing, detector_runs: 0 }
+        let solver = PoseSolver::new(model.config().scheme, camera);
+        Self { detector, model, tracker, smoothing, solver, detector_runs: 0 }
     }
 
     /// Forgets every track, as for a new video, cropping followed faces by `crops`.
@@ -111,7 +121,11 @@ impl FaceStage {
             let fresh = self.search_now(gray, &kept, &mut times)?;
             kept.extend(fresh);
         }
-        let faces = self.tracker.update(kept, timestamp_ms);
+        let frame_size = (gray.cols() as u32, gray.rows() as u32);
+        let solver = &self.solver;
+        // A pose OpenCV fails to solve is left out of the face, like an unsolvable one.
+        let pose_of = |points: &[Point]| solver.solve(points, frame_size).ok().flatten();
+        let faces = self.tracker.update_with_pose(kept, timestamp_ms, &pose_of);
         Ok(ProcessedFrame { faces, times })
     }
 

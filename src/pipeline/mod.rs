@@ -28,6 +28,7 @@ use crate::detect::{AngleSearch, DetectorConfig, HaarDetector};
 use crate::encode::EncoderChoice;
 use crate::face::Face;
 use crate::model::Keypointer;
+use crate::pose::CameraSpec;
 use crate::render::OverlayOptions;
 use crate::smooth::OneEuroParams;
 use crate::source::{FrameSource, SourceSpec};
@@ -89,6 +90,8 @@ pub struct RunOptions {
     pub source: SourceSpec,
     pub schedule: Schedule,
     pub smoothing: Option<OneEuroParams>,
+    /// The camera head poses are solved for.
+    pub camera: CameraSpec,
     /// Keep every frame's faces in the summary (for `bench --still` and `--compare`).
     pub record_faces: bool,
     pub show_window: bool,
@@ -125,7 +128,7 @@ impl Prepared {
         // upright faces on every frame they run; turned ones are the detect
         // stage's, one turn per scheduled run.
         let upright = HaarDetector::new(cascade, DetectorConfig { angles: AngleSearch::Upright, ..detector })?;
-        let stage = FaceStage::new(upright, model, options.schedule.crops, options.smoothing);
+        let stage = FaceStage::new(upright, model, options.schedule.crops, options.smoothing, options.camera);
         Ok(Self { source, detect, stage, options })
     }
 }

@@ -1,7 +1,10 @@
 //! `facekp eval`: NME of a trained model on an annotated CSV, with the real Haar
 //! detector's boxes (`haar`) or crops placed from the true points (`truth`).
 //! NME follows `../shared/datasets/README.md`: mean point error over the
-//! inter-ocular (outer eye corner) distance of the truth.
+//! inter-ocular (outer eye corner) distance of the truth. Head pose and openness
+//! are checked in [`pose`].
+
+pub mod pose;
 
 use crate::dataset;
 use crate::detect::{DetectorConfig, HaarDetector};
@@ -13,6 +16,8 @@ use crate::landmarks::{Region, Scheme};
 use crate::model::Keypointer;
 use anyhow::{bail, Context, Result};
 use opencv::core::Mat;
+use opencv::prelude::*;
+use pose::{PoseReport, PoseSample, PoseTally};
 use serde::Serialize;
 use std::path::PathBuf;
 use std::time::Instant;
@@ -86,6 +91,8 @@ pub struct EvalReport {
     /// On a Kaggle keypoints CSV: the competition's score.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub kaggle: Option<KaggleScore>,
+    /// Head pose and eye openness against the annotations and the mirror image.
+    pub pose: PoseReport,
     #[serde(skip)]
     pub errors: Vec<f64>,
 }
@@ -143,6 +150,10 @@ pub fn evaluate(model: &Keypointer, opts: &EvalOptions) -> Result<EvalReport> {
         // Found points are image positions; the labels carry their set's origin.
         let pred: Vec<Point> = found.iter().map(|&p| p + model.label_origin()).collect();
         tally.add(&a.image, &pred, &truth);
+        let mirrored = fit_mirrored(model, &gray, detection, opts.boxes)?;
+        let frame_size = (gray.cols() as u32, gray.rows() as u32);
+        let sample = PoseSample { truth: &truth, found: &pred, found_mirrored: mirrored.as_deref(), frame_size };
+        tally.pose.add(scheme, &sample)?;
     }
     bar.finish_and_clear();
     if tally.errors.is_empty() {
@@ -209,6 +220,19 @@ fn fit_face(model: &Keypointer, gray: &Mat, detection: FaceBox, boxes: Boxes) ->
     Ok(face::confident(model, fit.spread, &detection).then_some(fit.points))
 }
 
+/// The points `model` finds on the mirror image of `gray` in the mirror image of
+/// `detection` (that image's pixels, with the label origin as for the original).
+fn fit_mirrored(model: &Keypointer, gray: &Mat, detection: FaceBox, boxes: Boxes) -> Result<Option<Vec<Point>>> {
+    let detection = detection.bounds_in_frame();
+    let mut mirror = Mat::default();
+    opencv::core::flip(gray, &mut mirror, 1)?;
+    // Pixel u maps to width - 1 - u, so a box's left edge x goes to width - 1 - (x + w).
+    let right = gray.cols() as f32 - 1.0 - (detection.x + detection.w);
+    let box_in_mirror = Rect::new(right, detection.y, detection.w, detection.h);
+    let found = fit_face(model, &mirror, FaceBox::level(box_in_mirror), boxes)?;
+    Ok(found.map(|f| f.iter().map(|&p| p + model.label_origin()).collect()))
+}
+
 /// The errors of the faces scored so far.
 struct Tally {
     scheme: Scheme,
@@ -220,12 +244,21 @@ struct Tally {
     /// Sum over faces of the mean signed error (x, y) over the inter-ocular distance.
     bias: (f64, f64),
     infer_secs: f64,
+    pose: PoseTally,
 }
 
 impl Tally {
     fn new(scheme: Scheme) -> Tally {
         let region_sums = vec![(0.0, 0); Region::ALL.len()];
-        Tally { scheme, errors: Vec::new(), images: Vec::new(), region_sums, bias: (0.0, 0.0), infer_secs: 0.0 }
+        Tally {
+            scheme,
+            errors: Vec::new(),
+            images: Vec::new(),
+            region_sums,
+            bias: (0.0, 0.0),
+            infer_secs: 0.0,
+            pose: PoseTally::new(scheme),
+        }
     }
 
     /// Scores the points `pred` of the face in `image` against `truth`.
@@ -283,6 +316,7 @@ impl Tally {
             convention: model.convention().to_string(),
             precision: model.precision().name().to_string(),
             kaggle: None,
+            pose: self.pose.report(),
             errors,
         }
     }
@@ -315,6 +349,7 @@ impl EvalReport {
                 k.rmse_px, k.coordinates, k.rows_with_nme
             );
         }
+        self.pose.print_human();
     }
 }
 
