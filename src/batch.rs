@@ -112,7 +112,7 @@ impl Outputs {
         self.keypoints.is_file() && self.video.as_ref().is_none_or(|v| v.is_file())
     }
 
-    /// Removes temporary files that a killed earlier run left for these outputs.
+    /// Removes temporary files that a killed run left for these outputs.
     pub fn remove_stale_temps(&self) {
         fsutil::remove_stale_temps(&self.keypoints);
         if let Some(v) = &self.video {
