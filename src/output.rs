@@ -350,7 +350,7 @@ mod tests {
         let lines: Vec<&str> = text.lines().collect();
         assert!(lines[0].starts_with("frame,timestamp_ms,face,track,box_x") && lines[0].ends_with(",x14,y14,image"));
         assert!(
-            lines[1].starts_with("0,,0,3,1,2,30,30,5.5,6.25") && lines[1].ends_with(",\"a,b.jpg\""),
+            lines[1].starts_with("0,,0,3,1,2,30,30,12.3,-5,0.3,,,,5.5,6.25") && lines[1].ends_with(",\"a,b.jpg\""),
             "{}",
             lines[1]
         );
