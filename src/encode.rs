@@ -241,6 +241,8 @@ fn ffmpeg_command(out: &Path, size: Size, fps: f64) -> Command {
         .args(["-hide_banner", "-loglevel", "error", "-nostats", "-y"])
         .args(["-f", "rawvideo", "-pix_fmt", "bgr24", "-s", &format!("{}x{}", size.width, size.height)])
         .args(["-r", &format!("{fps}"), "-i", "-", "-an"])
+        // yuv420p needs even sizes: an odd last row or column is cut, as OpenCV's writer does.
+        .args(["-vf", "crop=trunc(iw/2)*2:trunc(ih/2)*2"])
         .args(["-c:v", "libx264", "-preset", X264_PRESET, "-crf", X264_CRF, "-pix_fmt", "yuv420p", "-f", "mp4"])
         .arg(out)
         .stdin(Stdio::piped())
