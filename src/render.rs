@@ -402,7 +402,7 @@ mod tests {
         };
         let options = OverlayOptions { boxes: false, contours: false, stats: false, pose: true };
         let mut frame = blank();
-        draw_overlay(&mut frame, &[face.clone()], Scheme::P15, &options, None).unwrap();
+        draw_overlay(&mut frame, std::slice::from_ref(&face), Scheme::P15, &options, None).unwrap();
         // Turned 90 degrees counter-clockwise: the face's x axis points up, its y axis right.
         assert_eq!(rgb(&frame, 100, 70), AXIS_RGB[0]);
         assert_eq!(rgb(&frame, 130, 100), AXIS_RGB[1]);
