@@ -378,31 +378,26 @@ fn parse_float(s: &str) -> Result<f64, String> {
     s.parse::<f64>().ok().filter(|v| v.is_finite()).ok_or_else(|| format!("{s:?} is not a number"))
 }
 
-fn frame_rate(s: &str) -> Result<f64, String> {
+/// `s` as a number that satisfies `ok`, else the error "`s`: `rule`".
+fn checked(s: &str, ok: impl Fn(f64) -> bool, rule: &str) -> Result<f64, String> {
     let f = parse_float(s)?;
-    if f > 0.0 && f <= MAX_FPS {
+    if ok(f) {
         Ok(f)
     } else {
-        Err(format!("{s}: must be a frame rate between 0 and {MAX_FPS}"))
+        Err(format!("{s}: {rule}"))
     }
+}
+
+fn frame_rate(s: &str) -> Result<f64, String> {
+    checked(s, |f| f > 0.0 && f <= MAX_FPS, &format!("must be a frame rate between 0 and {MAX_FPS}"))
 }
 
 fn positive_frequency(s: &str) -> Result<f32, String> {
-    let f = parse_float(s)?;
-    if f > 0.0 {
-        Ok(f as f32)
-    } else {
-        Err(format!("{s}: must be a positive frequency"))
-    }
+    checked(s, |f| f > 0.0, "must be a positive frequency").map(|f| f as f32)
 }
 
 fn positive_length(s: &str) -> Result<f32, String> {
-    let f = parse_float(s)?;
-    if f > 0.0 {
-        Ok(f as f32)
-    } else {
-        Err(format!("{s}: must be a positive number of pixels"))
-    }
+    checked(s, |f| f > 0.0, "must be a positive number of pixels").map(|f| f as f32)
 }
 
 /// `X,Y` in pixels.
@@ -414,21 +409,11 @@ fn pixel_position(s: &str) -> Result<facekp::geometry::Point, String> {
 }
 
 fn non_negative(s: &str) -> Result<f32, String> {
-    let f = parse_float(s)?;
-    if f >= 0.0 {
-        Ok(f as f32)
-    } else {
-        Err(format!("{s}: must be zero or positive"))
-    }
+    checked(s, |f| f >= 0.0, "must be zero or positive").map(|f| f as f32)
 }
 
 fn positive_rate(s: &str) -> Result<f64, String> {
-    let f = parse_float(s)?;
-    if f > 0.0 {
-        Ok(f)
-    } else {
-        Err(format!("{s}: must be positive"))
-    }
+    checked(s, |f| f > 0.0, "must be positive")
 }
 
 #[cfg(test)]
