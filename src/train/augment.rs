@@ -15,8 +15,11 @@ use tch::{Device, Kind, Tensor};
 /// Detector-box jitter, as a multiple of the measured standard deviations.
 pub const BOX_JITTER: f32 = 1.25;
 /// Rotation: normal with this standard deviation, clipped to ±MAX_ROTATION_DEG.
-pub const ROTATION_STD_DEG: f32 = 10.0;
-pub const MAX_ROTATION_DEG: f32 = 25.0;
+/// Run-time crops are levelled by the eye line when tracked, but a new face is
+/// cropped at its detector's angle: upright, or one of the turned searches 30°
+/// apart, plus the cascade's own tolerance of about ±20°.
+pub const ROTATION_STD_DEG: f32 = 13.0;
+pub const MAX_ROTATION_DEG: f32 = 40.0;
 pub const MIRROR_PROB: f64 = 0.5;
 pub const BLUR_PROB: f64 = 0.25;
 
