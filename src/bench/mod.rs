@@ -7,6 +7,7 @@ use crate::landmarks::Scheme;
 use crate::pipeline::{median, RunSummary};
 use serde::Serialize;
 
+pub mod ghosts;
 pub mod scale;
 pub mod sweep;
 

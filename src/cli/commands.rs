@@ -134,6 +134,9 @@ pub fn bench(args: BenchArgs) -> Result<u8> {
     if let Some(csv) = &args.scale_sweep {
         return scale_sweep(&args, csv);
     }
+    if !args.false_faces.is_empty() {
+        return false_faces(&args);
+    }
     let spec = match (&args.video, &args.still) {
         (Some(v), _) if args.live => SourceSpec::PacedVideo(v.clone()),
         (Some(v), _) => SourceSpec::Video(v.clone()),
@@ -239,6 +242,38 @@ fn scale_sweep(args: &BenchArgs, csv: &Path) -> Result<u8> {
     println!("fps {:.1} (detect and face stages one after the other)", report.fps);
     if args.json {
         println!("{}", serde_json::to_string(&report).context("report")?);
+    }
+    Ok(0)
+}
+
+/// `bench --false-faces`: faces found on annotated photos, as `run --images` finds them.
+fn false_faces(args: &BenchArgs) -> Result<u8> {
+    let tracking = &args.tracking;
+    let width = tracking.detect_width.unwrap_or(DetectorConfig::default().max_width);
+    let config = DetectorConfig { max_width: width, angles: AngleSearch::All };
+    let mut detector = facekp::detect::HaarDetector::new(&tracking.cascade, config)?;
+    let upright = DetectorConfig { angles: AngleSearch::Upright, ..config };
+    let face_detector = facekp::detect::HaarDetector::new(&tracking.cascade, upright)?;
+    let model = load_model(&args.model, None)?;
+    let mut stage =
+        pipeline::FaceStage::new(face_detector, model, CropMode::Detections, tracking.smoothing(), tracking.camera());
+    let mut reports = Vec::new();
+    for file in &args.false_faces {
+        let r = bench::ghosts::false_faces(file, &mut stage, &mut detector)?;
+        println!(
+            "{}: {} photos, {} annotated faces: found {}, ghosts {}, other faces {} (on {} photos)",
+            r.file,
+            r.photos,
+            r.annotated,
+            r.found,
+            r.ghosts,
+            r.others,
+            r.photos_with_extra.len()
+        );
+        reports.push(r);
+    }
+    if args.json {
+        println!("{}", serde_json::to_string(&reports).context("report")?);
     }
     Ok(0)
 }
