@@ -10,6 +10,7 @@ mod bad_input;
 mod batch;
 mod camera_lost;
 mod fuzz;
+mod ghosts;
 mod images;
 mod kaggle;
 mod output_video;

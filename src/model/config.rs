@@ -28,10 +28,10 @@ pub struct ModelConfig {
     pub default_convention: usize,
     /// Where the Haar box sits relative to the points, and the crop margin.
     pub crop: CropPrior,
-    /// Optional face threshold: a new detection whose heatmap spread
-    /// ([`super::Inference::spread`]) exceeds this is dropped. `train` does not set
-    /// it: no value measured here rejects Haar's false detections without also
-    /// dropping small, blurred real faces (docs/MODEL.md).
+    /// Optional face threshold: a new detection whose second-pass heatmap spread
+    /// ([`super::Inference::spread`]) exceeds this is dropped, which rejects the
+    /// cascade's ghosts on necks, chins and clutter. `train` does not set it: it is
+    /// chosen per model with `bench --false-faces` and `eval` (docs/MODEL.md).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_spread: Option<f32>,
     /// How the weights were made (informational).
