@@ -55,9 +55,12 @@ pub const TILED_MIN_WIDTH: i32 = 1280;
 /// 24 px, the cascade's window, there.
 pub const TILE_SCALE: f32 = 0.6;
 /// Side of a tile in the tile search's pixels, and the overlap of neighbours (a
-/// face up to this size is whole in one tile).
+/// face up to this size is whole in one tile). The overlap, 160 px in the frame,
+/// reaches the smallest face the whole-frame search finds in a 1080p frame at 320
+/// px (about 150 px), so no face size falls between the two searches; a 1080p
+/// frame takes 15 tiles.
 pub const TILE_PX: f32 = 320.0;
-pub const TILE_OVERLAP_PX: f32 = 48.0;
+pub const TILE_OVERLAP_PX: f32 = 96.0;
 
 /// The tiles, frame pixels, that cover a `w` x `h` frame for the tile search; none
 /// for frames narrower than [`TILED_MIN_WIDTH`].
@@ -302,7 +305,7 @@ mod tests {
             }
         }
         let face = TILE_OVERLAP_PX / TILE_SCALE;
-        for (x, y) in [(600.0, 300.0), (1840.0, 1000.0), (0.0, 0.0), (830.0, 660.0)] {
+        for (x, y) in [(600.0, 300.0), (1920.0 - face, 1080.0 - face), (0.0, 0.0), (830.0, 660.0), (1000.0, 450.0)] {
             let f = Rect::new(x, y, face, face);
             let whole = |r: &Rect| r.contains(Point::new(f.x, f.y)) && r.contains(Point::new(f.x + f.w, f.y + f.h));
             assert!(t.iter().any(whole), "a face at {f:?} is whole in a tile");

@@ -97,6 +97,7 @@ fn hold(
     schedule: Schedule,
 ) -> Result<Held> {
     stage.restart(schedule.crops);
+    detect.restart();
     let frame = scene.paste_on(background)?;
     let frame_tiles = tiles(FRAME_W, FRAME_H);
     let (mut followed_last, mut busy_secs) = (0usize, 0.0f64);

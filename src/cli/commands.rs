@@ -207,7 +207,7 @@ fn sweep_stages(args: &BenchArgs, model: Keypointer) -> Result<(pipeline::Detect
     let face_detector = facekp::detect::HaarDetector::new(&tracking.cascade, upright)?;
     let stage =
         pipeline::FaceStage::new(face_detector, model, CropMode::Keypoints, tracking.smoothing(), tracking.camera());
-    let detect = pipeline::DetectStage { detector, every: u64::from(tracking.detect_every) };
+    let detect = pipeline::DetectStage::new(detector, u64::from(tracking.detect_every));
     Ok((detect, stage, schedule))
 }
 

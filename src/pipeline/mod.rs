@@ -123,7 +123,7 @@ impl Prepared {
         model: crate::model::Keypointer,
     ) -> Result<Self> {
         let every = options.schedule.detect_every.max(1) as u64;
-        let detect = DetectStage { detector: HaarDetector::new(cascade, detector)?, every };
+        let detect = DetectStage::new(HaarDetector::new(cascade, detector)?, every);
         // The face stage's own searches (no face followed, or one just lost) look for
         // upright faces on every frame they run; turned ones are the detect
         // stage's, one turn per scheduled run.

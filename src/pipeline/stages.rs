@@ -52,19 +52,33 @@ struct Detected {
 pub struct DetectStage {
     pub detector: HaarDetector,
     pub every: u64,
+    /// Tile searches since the start: the next tile is this one modulo their
+    /// count, so the frames between whole-frame searches visit every tile in turn.
+    tile_searches: usize,
 }
 
 impl DetectStage {
+    pub fn new(detector: HaarDetector, every: u64) -> Self {
+        Self { detector, every, tile_searches: 0 }
+    }
+
+    /// Starts the tile cycle again, for a new video.
+    pub fn restart(&mut self) {
+        self.tile_searches = 0;
+    }
+
     /// The searches on frame `n`: the whole frame on every `every`-th frame, else
-    /// one of `tiles` in turn.
+    /// the next of `tiles`.
     pub fn search(&mut self, gray: &Mat, n: u64, tiles: &[Rect]) -> Result<Searched> {
         if n.is_multiple_of(self.every) {
             return Ok(Searched { frame: Some(self.detector.detect(gray)?), tile: Vec::new() });
         }
-        match tiles.len() {
-            0 => Ok(Searched::default()),
-            k => Ok(Searched { frame: None, tile: self.detector.detect_tile(gray, &tiles[(n as usize) % k])? }),
+        if tiles.is_empty() {
+            return Ok(Searched::default());
         }
+        let tile = &tiles[self.tile_searches % tiles.len()];
+        self.tile_searches += 1;
+        Ok(Searched { frame: None, tile: self.detector.detect_tile(gray, tile)? })
     }
 }
 
