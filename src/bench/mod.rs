@@ -8,6 +8,7 @@ use crate::pipeline::{median, RunSummary};
 use serde::Serialize;
 
 pub mod ghosts;
+pub mod motion;
 pub mod scale;
 pub mod sweep;
 

@@ -209,8 +209,8 @@ pub struct BenchArgs {
     /// Video to process
     #[arg(
         long,
-        conflicts_with_all = ["still", "rotation_sweep", "scale_sweep", "false_faces"],
-        required_unless_present_any = ["still", "rotation_sweep", "scale_sweep", "false_faces"]
+        conflicts_with_all = ["still", "rotation_sweep", "scale_sweep", "motion_sweep", "false_faces"],
+        required_unless_present_any = ["still", "rotation_sweep", "scale_sweep", "motion_sweep", "false_faces"]
     )]
     pub video: Option<PathBuf>,
     /// Photo repeated every frame with Gaussian noise (sigma 3 grey levels)
@@ -226,11 +226,17 @@ pub struct BenchArgs {
     /// frames each; reports the sizes at which new faces are found, and fps
     #[arg(long, value_name = "CSV", conflicts_with_all = ["still", "rotation_sweep"])]
     pub scale_sweep: Option<PathBuf>,
+    /// Motion sweep on the faces of an annotated CSV: each face in a 640x480 frame
+    /// (inter-ocular distance 70 px, noise sigma 3) held still for 30 frames, then
+    /// panned 2, 5 or 10 px a frame or turned 1 degree a frame; reports NME still
+    /// and moving, and the jitter while still
+    #[arg(long, value_name = "CSV", conflicts_with_all = ["still", "rotation_sweep", "scale_sweep"])]
+    pub motion_sweep: Option<PathBuf>,
     /// Faces found on annotated photos, searched as `run --images` searches them:
     /// data set CSVs (one face annotated per photo) or imglab XML files of face
     /// boxes (every face annotated), comma separated; reports faces found, ghosts
     /// (a second face on an annotated one) and other extra faces
-    #[arg(long, value_name = "FILE", value_delimiter = ',', conflicts_with_all = ["still", "rotation_sweep", "scale_sweep"])]
+    #[arg(long, value_name = "FILE", value_delimiter = ',', conflicts_with_all = ["still", "rotation_sweep", "scale_sweep", "motion_sweep"])]
     pub false_faces: Vec<PathBuf>,
     /// Faces of a sweep (default: all of the CSV)
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
