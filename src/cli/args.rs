@@ -106,13 +106,15 @@ pub struct TrackingArgs {
     /// smaller faces, slower [default: 320 for cameras and videos, 640 for --images]
     #[arg(long, value_parser = clap::value_parser!(u32).range(64..=8192))]
     pub detect_width: Option<u32>,
-    /// One Euro filter: minimum cutoff (Hz); lower is steadier
+    /// Smoothing: minimum cutoff (Hz) of the face's motion and shape filters; lower
+    /// is steadier on a still or steadily moving face (steady motion never lags)
     #[arg(long, default_value_t = facekp::smooth::DEFAULT_MIN_CUTOFF_HZ, value_parser = positive_frequency, allow_negative_numbers = true)]
     pub smooth_min_cutoff: f32,
-    /// One Euro filter: speed coefficient; higher lags less on fast motion
+    /// Smoothing: how soon a change of motion or expression opens the filters;
+    /// higher follows starts, stops and blinks sooner, with more jitter
     #[arg(long, default_value_t = facekp::smooth::DEFAULT_BETA, value_parser = non_negative, allow_negative_numbers = true)]
     pub smooth_beta: f32,
-    /// Raw keypoints and head poses, no smoothing
+    /// Raw keypoints and head poses, no smoothing (crops then follow the raw points)
     #[arg(long)]
     pub no_smooth: bool,
     /// Head pose camera: focal length in pixels of the frame [default: the frame width]

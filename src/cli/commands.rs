@@ -11,7 +11,7 @@ use facekp::model::{self, Keypointer, ModelError};
 use facekp::pipeline::{self, OnInterrupt, Pace, Progress, RunOptions, RunSummary, Schedule, StopReason};
 use facekp::pose::CameraSpec;
 use facekp::render::OverlayOptions;
-use facekp::smooth::OneEuroParams;
+use facekp::smooth::SmoothParams;
 use facekp::source::SourceSpec;
 use facekp::track::CropMode;
 use facekp::{bench, eval, plot, train};
@@ -457,8 +457,8 @@ impl TrackingArgs {
         CameraSpec { focal_px: self.focal_length, principal_point: self.principal_point }
     }
 
-    pub(super) fn smoothing(&self) -> Option<OneEuroParams> {
-        (!self.no_smooth).then_some(OneEuroParams { min_cutoff_hz: self.smooth_min_cutoff, beta: self.smooth_beta })
+    pub(super) fn smoothing(&self) -> Option<SmoothParams> {
+        (!self.no_smooth).then_some(SmoothParams { min_cutoff_hz: self.smooth_min_cutoff, beta: self.smooth_beta })
     }
 }
 
