@@ -12,6 +12,7 @@ mod camera_lost;
 mod fuzz;
 mod images;
 mod kaggle;
+mod motion;
 mod output_video;
 mod pace;
 mod pose;
