@@ -4,7 +4,9 @@
 //! A face found by the detector becomes a track. On the next frames its crop comes
 //! from its own keypoints: the box the detector would have given for them
 //! ([`CropPrior::detection_for_points`], so the CNN sees the geometry it was trained
-//! on), moved by the track's last motion (constant velocity). The detector runs
+//! on), moved by the track's motion over a frame (constant velocity; with
+//! smoothing, the points are the smoothed ones and the motion the filter's
+//! estimate, see [`crate::smooth`]). The detector runs
 //! every N frames to find new faces; a track is **lost** when
 //! - the box predicted from its new points overlaps the box it was cropped from by
 //!   less than [`TrackerParams::keep_iou`] (the points left the crop or collapsed:
@@ -70,7 +72,7 @@ impl Default for TrackerParams {
 /// Where a followed face is cropped on the frames after its first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CropMode {
-    /// From its own last keypoints, moved by its last motion (tracking): the
+    /// From its own last keypoints, moved by its motion (tracking): the
     /// detector only has to find new faces.
     Keypoints,
     /// From the detector box that matches it (the detector runs on every frame);
