@@ -138,8 +138,8 @@ impl Track {
     /// Smoothed, the next crop is placed from the smoothed points and moved by the
     /// filter's velocity: one motion estimate for both, and a crop steadier than
     /// the raw points makes the CNN's next points steadier too (on a still frame
-    /// with noise, jitter 0.0008 of the inter-ocular distance against 0.0021 with
-    /// crops from the raw points). A track's first points come from a detector's
+    /// with noise, settled jitter about 0.0009 of the inter-ocular distance,
+    /// against 0.002 with crops from the raw points). A track's first points come from a detector's
     /// box, not from a tracked crop, and differ from the tracked ones by about 1%
     /// of the inter-ocular distance: they are reported raw and the filters start
     /// on the next frame. Raw, the crop is the raw box moved by its last motion.
