@@ -11,7 +11,7 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use facekp::dataset::read_pts;
 use facekp::landmarks::Scheme;
 use facekp::pose::{CameraSpec, Openness, PoseSolver};
-use facekp::smooth::{OneEuroParams, PoseFilter};
+use facekp::smooth::{PoseFilter, SmoothParams};
 use std::path::Path;
 
 fn pose(c: &mut Criterion) {
@@ -19,7 +19,7 @@ fn pose(c: &mut Criterion) {
     let truth68 = read_pts(&root.join("tests/data/einstein.pts")).unwrap();
     // The einstein photo's size.
     let frame = (817, 1024);
-    let params = OneEuroParams::default();
+    let params = SmoothParams::default();
     let mut group = c.benchmark_group("pose");
     for scheme in [Scheme::P68, Scheme::P15] {
         let points = scheme.from_68(&truth68);

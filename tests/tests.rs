@@ -13,6 +13,7 @@ mod fuzz;
 mod ghosts;
 mod images;
 mod kaggle;
+mod motion;
 mod output_video;
 mod pace;
 mod pose;

@@ -102,7 +102,7 @@ fn hold(
     let frame_tiles = tiles(FRAME_W, FRAME_H);
     let (mut followed_last, mut busy_secs) = (0usize, 0.0f64);
     for n in 0..HOLD_FRAMES {
-        let noisy = with_noise(&frame)?;
+        let noisy = with_noise(&frame, NOISE_SIGMA)?;
         let start = Instant::now();
         let searched = detect.search(&noisy, n as u64, &frame_tiles)?;
         let faces = stage.process(&noisy, searched.found(), n as f64 * FRAME_MS)?.faces;
@@ -124,11 +124,11 @@ fn background(photo: &Mat) -> opencv::Result<Mat> {
     Ok(blurred)
 }
 
-/// `frame` with fresh Gaussian noise.
-fn with_noise(frame: &Mat) -> opencv::Result<Mat> {
+/// `frame` with fresh Gaussian noise of `sigma` grey levels.
+pub(super) fn with_noise(frame: &Mat, sigma: f64) -> opencv::Result<Mat> {
     let mut noise =
         Mat::new_rows_cols_with_default(frame.rows(), frame.cols(), opencv::core::CV_16SC1, Scalar::all(0.0))?;
-    opencv::core::randn(&mut noise, &Scalar::all(0.0), &Scalar::all(NOISE_SIGMA))?;
+    opencv::core::randn(&mut noise, &Scalar::all(0.0), &Scalar::all(sigma))?;
     let mut wide = Mat::default();
     frame.convert_to(&mut wide, opencv::core::CV_16SC1, 1.0, 0.0)?;
     let mut sum = Mat::default();

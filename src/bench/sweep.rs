@@ -91,7 +91,8 @@ pub fn rotation_sweep(
     let mut stills = vec![0usize; STILL_ANGLES_DEG.len()];
     let bar = crate::progress::progress_bar(n as u64, "rotation sweep");
     for k in 0..n {
-        let face = SweepFace::new(&set.images[k], &set.annotations[k].points, stage.model().config().scheme);
+        let scheme = stage.model().config().scheme;
+        let face = SweepFace::new(&set.images[k], &set.annotations[k].points, scheme, SWEEP_IOD_PX);
         sweep_video(&face, stage, detector, schedule, &mut bands)?;
         for (a, found) in STILL_ANGLES_DEG.iter().zip(stills.iter_mut()) {
             *found += usize::from(found_in_photo(&face, *a, stage, detector)?);
@@ -201,33 +202,50 @@ impl Labels {
     }
 }
 
-/// A val face ready to be shown turned: its photo, its points and the scale that
-/// makes its inter-ocular distance [`SWEEP_IOD_PX`].
-struct SweepFace<'a> {
+/// A val face ready to be shown turned and moved: its photo, its points and the
+/// scale that gives it a chosen inter-ocular distance.
+pub(super) struct SweepFace<'a> {
     photo: &'a opencv::core::Mat,
     points: Vec<Point>,
-    scheme: Scheme,
+    pub scheme: Scheme,
     centre: Point,
     scale: f32,
 }
 
+/// Where a [`SweepFace`] is shown: the frame's size, where the face's centre lands
+/// and how far it is turned counter-clockwise (as seen), degrees.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(super) struct Placement {
+    pub frame_w: i32,
+    pub frame_h: i32,
+    pub centre: Point,
+    pub angle_deg: f32,
+}
+
 impl<'a> SweepFace<'a> {
-    fn new(photo: &'a opencv::core::Mat, points68: &[Point], scheme: Scheme) -> SweepFace<'a> {
+    /// Face `points68` of `photo`, scaled to an inter-ocular distance of `iod_px`.
+    pub fn new(photo: &'a opencv::core::Mat, points68: &[Point], scheme: Scheme, iod_px: f32) -> SweepFace<'a> {
         let points = scheme.from_68(points68);
         let (a, b) = scheme.outer_eye_corners();
-        let scale = SWEEP_IOD_PX / points[a].distance(points[b]).max(1.0);
+        let scale = iod_px / points[a].distance(points[b]).max(1.0);
         SweepFace { photo, centre: Rect::bounding(&points).center(), points, scheme, scale }
     }
 
-    /// The frame with the face turned counter-clockwise (as seen) by `angle_deg`,
-    /// and its labels there.
+    /// The rotation sweep's frame with the face turned by `angle_deg`, and its labels.
     fn turned(&self, angle_deg: f32) -> opencv::Result<(opencv::core::Mat, Labels)> {
-        let (sin, cos) = (-angle_deg.to_radians()).sin_cos();
-        let (a, b, c, d) = (self.scale * cos, -self.scale * sin, self.scale * sin, self.scale * cos);
         let half = SWEEP_FRAME_PX as f32 / 2.0;
-        let (tx, ty) = (half - (a * self.centre.x + b * self.centre.y), half - (c * self.centre.x + d * self.centre.y));
+        let centre = Point::new(half, half);
+        self.placed(&Placement { frame_w: SWEEP_FRAME_PX, frame_h: SWEEP_FRAME_PX, centre, angle_deg })
+    }
+
+    /// The frame with the face placed by `at`, and its labels there.
+    pub fn placed(&self, at: &Placement) -> opencv::Result<(opencv::core::Mat, Labels)> {
+        let (sin, cos) = (-at.angle_deg.to_radians()).sin_cos();
+        let (a, b, c, d) = (self.scale * cos, -self.scale * sin, self.scale * sin, self.scale * cos);
+        let tx = at.centre.x - (a * self.centre.x + b * self.centre.y);
+        let ty = at.centre.y - (c * self.centre.x + d * self.centre.y);
         let m = Affine { a, b, c, d, tx, ty };
-        let gray = imageops::warp_gray(self.photo, &m, SWEEP_FRAME_PX, SWEEP_FRAME_PX)?;
+        let gray = imageops::warp_gray(self.photo, &m, at.frame_w, at.frame_h)?;
         let points = self.points.iter().map(|p| m.apply(*p)).collect();
         Ok((gray, Labels { points, photo_to_frame: m }))
     }

@@ -106,13 +106,15 @@ pub struct TrackingArgs {
     /// smaller faces, slower [default: 320 for cameras and videos, 640 for --images]
     #[arg(long, value_parser = clap::value_parser!(u32).range(64..=8192))]
     pub detect_width: Option<u32>,
-    /// One Euro filter: minimum cutoff (Hz); lower is steadier
+    /// Smoothing: minimum cutoff (Hz) of the face's motion and shape filters; lower
+    /// is steadier on a still or steadily moving face (steady motion never lags)
     #[arg(long, default_value_t = facekp::smooth::DEFAULT_MIN_CUTOFF_HZ, value_parser = positive_frequency, allow_negative_numbers = true)]
     pub smooth_min_cutoff: f32,
-    /// One Euro filter: speed coefficient; higher lags less on fast motion
+    /// Smoothing: how soon a change of motion or expression opens the filters;
+    /// higher follows starts, stops and blinks sooner, with more jitter
     #[arg(long, default_value_t = facekp::smooth::DEFAULT_BETA, value_parser = non_negative, allow_negative_numbers = true)]
     pub smooth_beta: f32,
-    /// Raw keypoints and head poses, no smoothing
+    /// Raw keypoints and head poses, no smoothing (crops then follow the raw points)
     #[arg(long)]
     pub no_smooth: bool,
     /// Head pose camera: focal length in pixels of the frame [default: the frame width]
@@ -209,8 +211,8 @@ pub struct BenchArgs {
     /// Video to process
     #[arg(
         long,
-        conflicts_with_all = ["still", "rotation_sweep", "scale_sweep", "false_faces"],
-        required_unless_present_any = ["still", "rotation_sweep", "scale_sweep", "false_faces"]
+        conflicts_with_all = ["still", "rotation_sweep", "scale_sweep", "motion_sweep", "false_faces"],
+        required_unless_present_any = ["still", "rotation_sweep", "scale_sweep", "motion_sweep", "false_faces"]
     )]
     pub video: Option<PathBuf>,
     /// Photo repeated every frame with Gaussian noise (sigma 3 grey levels)
@@ -226,11 +228,17 @@ pub struct BenchArgs {
     /// frames each; reports the sizes at which new faces are found, and fps
     #[arg(long, value_name = "CSV", conflicts_with_all = ["still", "rotation_sweep"])]
     pub scale_sweep: Option<PathBuf>,
+    /// Motion sweep on the faces of an annotated CSV: each face in a 640x480 frame
+    /// (inter-ocular distance 70 px, noise sigma 3) held still for 30 frames, then
+    /// panned 2, 5 or 10 px a frame or turned 1 degree a frame; reports NME still
+    /// and moving, and the jitter while still
+    #[arg(long, value_name = "CSV", conflicts_with_all = ["still", "rotation_sweep", "scale_sweep"])]
+    pub motion_sweep: Option<PathBuf>,
     /// Faces found on annotated photos, searched as `run --images` searches them:
     /// data set CSVs (one face annotated per photo) or imglab XML files of face
     /// boxes (every face annotated), comma separated; reports faces found, ghosts
     /// (a second face on an annotated one) and other extra faces
-    #[arg(long, value_name = "FILE", value_delimiter = ',', conflicts_with_all = ["still", "rotation_sweep", "scale_sweep"])]
+    #[arg(long, value_name = "FILE", value_delimiter = ',', conflicts_with_all = ["still", "rotation_sweep", "scale_sweep", "motion_sweep"])]
     pub false_faces: Vec<PathBuf>,
     /// Faces of a sweep (default: all of the CSV)
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]

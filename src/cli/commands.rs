@@ -11,7 +11,7 @@ use facekp::model::{self, Keypointer, ModelError};
 use facekp::pipeline::{self, OnInterrupt, Pace, Progress, RunOptions, RunSummary, Schedule, StopReason};
 use facekp::pose::CameraSpec;
 use facekp::render::OverlayOptions;
-use facekp::smooth::OneEuroParams;
+use facekp::smooth::SmoothParams;
 use facekp::source::SourceSpec;
 use facekp::track::CropMode;
 use facekp::{bench, eval, plot, train};
@@ -134,6 +134,9 @@ pub fn bench(args: BenchArgs) -> Result<u8> {
     if let Some(csv) = &args.scale_sweep {
         return scale_sweep(&args, csv);
     }
+    if let Some(csv) = &args.motion_sweep {
+        return motion_sweep(&args, csv);
+    }
     if !args.false_faces.is_empty() {
         return false_faces(&args);
     }
@@ -145,7 +148,7 @@ pub fn bench(args: BenchArgs) -> Result<u8> {
             frames: args.frames.unwrap_or(STILL_FRAMES),
             noise_sigma: STILL_NOISE_SIGMA,
         },
-        _ => anyhow::bail!("give --video, --still or --rotation-sweep"),
+        _ => anyhow::bail!("give --video, --still or a sweep"),
     };
     let stop = interrupt_flag()?;
     let pass = BenchPass { args: &args, spec: &spec, stop: &stop };
@@ -240,6 +243,35 @@ fn scale_sweep(args: &BenchArgs, csv: &Path) -> Result<u8> {
         println!("inter-ocular {:>3} px: found {:.3} of {} faces", s.iod_px, s.found, report.faces);
     }
     println!("fps {:.1} (detect and face stages one after the other)", report.fps);
+    if args.json {
+        println!("{}", serde_json::to_string(&report).context("report")?);
+    }
+    Ok(0)
+}
+
+/// `bench --motion-sweep`: faces of an annotated CSV held still, then panned or turned.
+fn motion_sweep(args: &BenchArgs, csv: &Path) -> Result<u8> {
+    let data = SweepData::load(args, "--motion-sweep", csv)?;
+    let (mut detect, mut stage, schedule) = sweep_stages(args, data.model)?;
+    let faces = args.sweep_faces.map(|n| n as usize);
+    let report = bench::motion::motion_sweep(&data.set, faces, &mut stage, &mut detect.detector, schedule)?;
+    let figure = |v: Option<f64>, digits: usize| v.map_or("-".to_string(), |e| format!("{e:.digits$}"));
+    println!(
+        "still: NME {}, jitter {} of the inter-ocular distance ({} faces)",
+        figure(report.nme_still, 4),
+        figure(report.jitter, 5),
+        report.faces
+    );
+    for m in &report.motions {
+        println!(
+            "{:<18} NME still {}, moving {} ({}x), followed {:.3} of the moving frames",
+            m.motion,
+            figure(m.nme_still, 4),
+            figure(m.nme_moving, 4),
+            figure(m.ratio, 3),
+            m.followed
+        );
+    }
     if args.json {
         println!("{}", serde_json::to_string(&report).context("report")?);
     }
@@ -425,8 +457,8 @@ impl TrackingArgs {
         CameraSpec { focal_px: self.focal_length, principal_point: self.principal_point }
     }
 
-    pub(super) fn smoothing(&self) -> Option<OneEuroParams> {
-        (!self.no_smooth).then_some(OneEuroParams { min_cutoff_hz: self.smooth_min_cutoff, beta: self.smooth_beta })
+    pub(super) fn smoothing(&self) -> Option<SmoothParams> {
+        (!self.no_smooth).then_some(SmoothParams { min_cutoff_hz: self.smooth_min_cutoff, beta: self.smooth_beta })
     }
 }
 

@@ -7,7 +7,7 @@ use crate::face::{self, Face, StageTimes};
 use crate::geometry::{FaceBox, Point, Rect};
 use crate::model::Keypointer;
 use crate::pose::{CameraSpec, PoseSolver};
-use crate::smooth::OneEuroParams;
+use crate::smooth::SmoothParams;
 use crate::track::{Candidate, CropMode, Fitted, Origin, Tracker, TrackerParams};
 use anyhow::Result;
 use opencv::core::Mat;
@@ -21,7 +21,7 @@ pub struct FaceStage {
     detector: HaarDetector,
     model: Keypointer,
     tracker: Tracker,
-    smoothing: Option<OneEuroParams>,
+    smoothing: Option<SmoothParams>,
     solver: PoseSolver,
     /// Detector runs of this stage (track lost, or no face followed).
     pub detector_runs: u64,
@@ -69,7 +69,7 @@ impl FaceStage {
         detector: HaarDetector,
         model: Keypointer,
         crops: CropMode,
-        smoothing: Option<OneEuroParams>,
+        smoothing: Option<SmoothParams>,
         camera: CameraSpec,
     ) -> Self {
         let tracker = Tracker::new(model.config().crop, TrackerParams::default(), smoothing, crops);

@@ -30,7 +30,7 @@ use crate::face::Face;
 use crate::model::Keypointer;
 use crate::pose::CameraSpec;
 use crate::render::OverlayOptions;
-use crate::smooth::OneEuroParams;
+use crate::smooth::SmoothParams;
 use crate::source::{FrameSource, SourceSpec};
 use crate::track::CropMode;
 use anyhow::Result;
@@ -89,7 +89,7 @@ pub enum OnInterrupt {
 pub struct RunOptions {
     pub source: SourceSpec,
     pub schedule: Schedule,
-    pub smoothing: Option<OneEuroParams>,
+    pub smoothing: Option<SmoothParams>,
     /// The camera head poses are solved for.
     pub camera: CameraSpec,
     /// Keep every frame's faces in the summary (for `bench --still` and `--compare`).
