@@ -56,28 +56,6 @@ pub fn box_for_points(model: &Keypointer, points: &[Point]) -> FaceBox {
 /// of the 112 that did (whose faces the upright search finds as well).
 pub const TURNED_MAX_SPREAD: f32 = 0.12;
 
-/// The largest heatmap spread of a new face beside a surer one (a tracked face, or
-/// a new one of smaller spread), whose box grown [`NEAR_FACE_REACH`] times about its
-/// centre it touches. The cascade's ghosts on necks, chins and shoulders lie there:
-/// on the val and group photos their spreads are 0.19-0.31, while 99% of the
-/// annotated faces' are under 0.11. Alone, a face may reach the model's own
-/// `max_spread`, which must also pass grainy and blurred real faces.
-pub const NEAR_FACE_MAX_SPREAD: f32 = 0.15;
-/// How far about a face's centre, in face-box sizes, a new face counts as beside it.
-pub const NEAR_FACE_REACH: f32 = 1.6;
-
-/// Whether new face `i` of `boxes` (frame boxes of one frame's faces) is beside a
-/// surer face and less sure than [`NEAR_FACE_MAX_SPREAD`]. `spreads` holds each
-/// new face's spread and `None` for tracked faces, which count as surest.
-pub fn beside_surer_face(i: usize, boxes: &[Rect], spreads: &[Option<f32>]) -> bool {
-    let Some(mine) = spreads[i].filter(|&s| s > NEAR_FACE_MAX_SPREAD) else {
-        return false;
-    };
-    let reach = |b: &Rect| Rect::from_center(b.center(), b.w * NEAR_FACE_REACH, b.h * NEAR_FACE_REACH);
-    let surer = |j: usize| spreads[j].is_none_or(|s| s < mine);
-    (0..boxes.len()).any(|j| j != i && surer(j) && reach(&boxes[j]).intersection_area(&boxes[i]) > 0.0)
-}
-
 /// Whether a new face found in `detection` with heatmap `spread` is one: within the
 /// model's face threshold (`ModelConfig::max_spread`; none set: every face is) and,
 /// found in a turned copy of the image, within [`TURNED_MAX_SPREAD`].
@@ -110,31 +88,4 @@ pub struct StageTimes {
     pub draw_ms: f64,
     /// Whether the Haar detector ran on this frame.
     pub detector_ran: bool,
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// A portrait (tracked, or new and sure) with an unsure new face on its neck
-    /// and a sure new face beside it, as in a group photo.
-    #[test]
-    fn an_unsure_face_beside_a_surer_one_is_a_ghost_and_a_sure_one_is_not() {
-        let boxes = [
-            Rect::new(100.0, 100.0, 100.0, 100.0),
-            Rect::new(120.0, 215.0, 40.0, 40.0),
-            Rect::new(215.0, 100.0, 90.0, 90.0),
-        ];
-        for portrait in [None, Some(0.09)] {
-            let spreads = [portrait, Some(0.2), Some(0.1)];
-            assert!(beside_surer_face(1, &boxes, &spreads));
-            assert!(!beside_surer_face(2, &boxes, &spreads), "a sure neighbour stays");
-            assert!(!beside_surer_face(0, &boxes, &spreads));
-        }
-        // Alone, an unsure face is left to the model's own threshold.
-        assert!(!beside_surer_face(0, &boxes[1..2], &[Some(0.2)]));
-        // Far from the portrait, it is not beside it.
-        let far = [boxes[0], Rect::new(400.0, 400.0, 40.0, 40.0)];
-        assert!(!beside_surer_face(1, &far, &[None, Some(0.2)]));
-    }
 }

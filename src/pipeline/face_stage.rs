@@ -4,7 +4,7 @@
 use super::timer::StageTimer;
 use crate::detect::HaarDetector;
 use crate::face::{self, Face, StageTimes};
-use crate::geometry::{FaceBox, Point, Rect};
+use crate::geometry::{FaceBox, Point};
 use crate::model::Keypointer;
 use crate::pose::{CameraSpec, PoseSolver};
 use crate::smooth::SmoothParams;
@@ -181,8 +181,7 @@ impl FaceStage {
     }
 
     /// The second pass for the fresh faces of `kept`: their points from a crop
-    /// placed on their first points, the unconfident ones dropped (also those
-    /// beside a surer face: [`face::beside_surer_face`]). Where two fresh
+    /// placed on their first points, the unconfident ones dropped. Where two fresh
     /// faces overlap, the tracker keeps the first, so they are ordered by how
     /// little the second pass moved them (a real face stays; a false detection
     /// drifts).
@@ -191,17 +190,11 @@ impl FaceStage {
         let first: Vec<Vec<Point>> = fresh.iter().map(|&i| kept[i].points.clone()).collect();
         let mut consistency = vec![0.0f32; kept.len()];
         let mut is_face = vec![true; kept.len()];
-        let mut spreads = vec![None; kept.len()];
         let prior = &self.model.config().crop;
         for ((i, fit), f) in fresh.into_iter().zip(face::refine(&self.model, gray, &first)?).zip(&first) {
             consistency[i] = prior.detection_for_points(&fit.points).iou(&prior.detection_for_points(f));
             is_face[i] = face::confident(&self.model, fit.spread, &kept[i].candidate.face_box);
-            spreads[i] = Some(fit.spread);
             kept[i] = self.fitted(kept[i].candidate, fit.points);
-        }
-        let boxes: Vec<Rect> = kept.iter().map(|k| prior.detection_for_points(&k.points)).collect();
-        for (i, keep) in is_face.iter_mut().enumerate() {
-            *keep &= !face::beside_surer_face(i, &boxes, &spreads);
         }
         let mut scored: Vec<_> =
             kept.into_iter().zip(consistency).zip(is_face).filter(|(_, f)| *f).map(|(k, _)| k).collect();
