@@ -50,18 +50,19 @@ pub fn box_for_points(model: &Keypointer, points: &[Point]) -> FaceBox {
 }
 
 /// The largest heatmap spread (second pass) of a new face found in a turned copy
-/// of the image. The turned searches fire on clutter more often than the upright
-/// one: on the ytf68 and helen68 val photos, searched at every turn, this bound
-/// rejected 182 of the 260 turned detections that matched no annotated face, and 3
-/// of the 112 that did (whose faces the upright search finds as well).
+/// of the image, for a model whose config sets no `max_turned_spread`. The turned
+/// searches fire on clutter more often than the upright one.
 pub const TURNED_MAX_SPREAD: f32 = 0.12;
 
 /// Whether a new face found in `detection` with heatmap `spread` is one: within the
 /// model's face threshold (`ModelConfig::max_spread`; none set: every face is) and,
-/// found in a turned copy of the image, within [`TURNED_MAX_SPREAD`].
+/// found in a turned copy of the image, within its turned threshold
+/// (`ModelConfig::max_turned_spread`, else [`TURNED_MAX_SPREAD`]).
 pub fn confident(model: &Keypointer, spread: f32, detection: &FaceBox) -> bool {
-    let turned_ok = detection.roll_rad == 0.0 || spread <= TURNED_MAX_SPREAD;
-    turned_ok && model.config().max_spread.is_none_or(|max| spread <= max)
+    let cfg = model.config();
+    let turned_max = cfg.max_turned_spread.unwrap_or(TURNED_MAX_SPREAD);
+    let turned_ok = detection.roll_rad == 0.0 || spread <= turned_max;
+    turned_ok && cfg.max_spread.is_none_or(|max| spread <= max)
 }
 
 /// One face in one frame.

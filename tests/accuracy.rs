@@ -118,9 +118,9 @@ fn bf16_inference_finds_the_f32_points() {
 }
 
 /// `facekp eval` on the val splits of ../shared/datasets with Haar boxes (as `run`
-/// finds faces): the shipped models reach the project's targets, NME at most
-/// 0.045 on ytf68 and 0.040 on helen68 (68 points) and 0.040 on ytf68 (15
-/// points), far below dlib's 68-point predictor measured the same way on ytf68
+/// finds faces): the shipped models keep their accuracy, NME at most 0.041 on
+/// ytf68, 0.037 on helen68 and 0.035 on lfpw68 (68 points; measured 0.0389,
+/// 0.0353, 0.0328) and 0.040 on ytf68 (15 points; 0.0379), far below dlib's 68-point predictor measured the same way on ytf68
 /// (0.068, and 0.061 for the 15 derived points). The detector finds at least
 /// 90% of the faces and under 3% of them fail (NME > 0.1). No shift of every
 /// point remains: the mean signed error is within 0.005 of the inter-ocular
@@ -128,7 +128,9 @@ fn bf16_inference_finds_the_f32_points() {
 /// -0.025 in x on ytf68).
 #[test]
 fn shipped_models_beat_dlib_and_reach_the_targets_on_the_val_splits() {
-    for (points, set, max_nme) in [("68", "ytf68", 0.045), ("68", "helen68", 0.040), ("15", "ytf68", 0.040)] {
+    for (points, set, max_nme) in
+        [("68", "ytf68", 0.041), ("68", "helen68", 0.037), ("68", "lfpw68", 0.035), ("15", "ytf68", 0.040)]
+    {
         let csv = shared(&format!("datasets/{set}/val.csv"));
         let out = bin().args(["eval", "--points", points, "--json", "--csv"]).arg(&csv).output().unwrap();
         assert!(out.status.success(), "eval {points} {set}: {}", stderr(&out));

@@ -189,6 +189,16 @@ fn corrupt_weights_are_refused() {
     std::fs::write(sub.join("m.json"), config.to_string()).unwrap();
     let w = sub.join("m.safetensors").to_string_lossy().into_owned();
     expect_error(&["run", "--headless", "--video", &video, "--weights", &w], "the model config needs", &sub);
+    // A face threshold that is not a positive number.
+    let sub = d.join("threshold");
+    std::fs::create_dir(&sub).unwrap();
+    std::fs::write(sub.join("m.safetensors"), &bytes).unwrap();
+    let mut config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(w68.with_extension("json")).unwrap()).unwrap();
+    config["max_turned_spread"] = (-0.1).into();
+    std::fs::write(sub.join("m.json"), config.to_string()).unwrap();
+    let w = sub.join("m.safetensors").to_string_lossy().into_owned();
+    expect_error(&["run", "--headless", "--video", &video, "--weights", &w], "max_turned_spread must be", &sub);
     // Weights without their config.
     let sub = d.join("noconfig");
     std::fs::create_dir(&sub).unwrap();

@@ -34,6 +34,11 @@ pub struct ModelConfig {
     /// chosen per model with `bench --false-faces` and `eval` (docs/MODEL.md).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_spread: Option<f32>,
+    /// Optional stricter threshold for a new detection found in a turned copy of the
+    /// image, where the cascade fires on clutter more often. Absent:
+    /// [`crate::face::TURNED_MAX_SPREAD`]. Chosen per model, as `max_spread` is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_turned_spread: Option<f32>,
     /// How the weights were made (informational).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trained: Option<TrainInfo>,
@@ -104,8 +109,10 @@ impl ModelConfig {
                 self.parameter_count()
             ));
         }
-        if self.max_spread.is_some_and(|m| !(m.is_finite() && m > 0.0)) {
-            return Err("max_spread must be a positive number".into());
+        for (name, max) in [("max_spread", self.max_spread), ("max_turned_spread", self.max_turned_spread)] {
+            if max.is_some_and(|m| !(m.is_finite() && m > 0.0)) {
+                return Err(format!("{name} must be a positive number"));
+            }
         }
         if self.conventions.is_empty() || self.default_convention >= self.conventions.len() {
             return Err("conventions must be non-empty and default_convention one of them".into());

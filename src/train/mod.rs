@@ -82,10 +82,11 @@ pub fn architecture(scheme: Scheme) -> Architecture {
             heatmaps: Heatmaps { stage: 2, width: 48 },
             crop_padding: 1.5,
         },
-        // Heatmaps at 12x12 (stride 8) from stages at 12 and 6.
+        // Heatmaps at 12x12 (stride 8) from stages at 12 and 6; the second
+        // 3x3 conv at 12x12 widens the context as it does for 68 points.
         Scheme::P15 => Architecture {
-            channels: vec![16, 32, 48, 64],
-            extra_convs: vec![0, 1, 1, 1],
+            channels: vec![16, 32, 64, 96],
+            extra_convs: vec![0, 1, 2, 1],
             heatmaps: Heatmaps { stage: 2, width: 32 },
             crop_padding: 1.7,
         },
@@ -264,6 +265,7 @@ fn start_config(opts: &TrainOptions, sets: &Sets) -> Result<Start> {
         conventions,
         crop: prior,
         max_spread: None,
+        max_turned_spread: None,
         trained: None,
     };
     Ok(Start { config, tensors: None })
