@@ -120,8 +120,9 @@ fn bf16_inference_finds_the_f32_points() {
 /// `facekp eval` on the val splits of ../shared/datasets with Haar boxes (as `run`
 /// finds faces): the shipped models keep their accuracy, NME at most 0.041 on
 /// ytf68, 0.037 on helen68 and 0.035 on lfpw68 (68 points; measured 0.0389,
-/// 0.0353, 0.0328) and 0.040 on ytf68 (15 points; 0.0379), far below dlib's 68-point predictor measured the same way on ytf68
-/// (0.068, and 0.061 for the 15 derived points). The detector finds at least
+/// 0.0353, 0.0328) and 0.040 on ytf68 (15 points; 0.0379), far below dlib's
+/// 68-point predictor measured the same way on ytf68 (0.068, and 0.061 for the
+/// 15 derived points). The detector finds at least
 /// 90% of the faces and under 3% of them fail (NME > 0.1). No shift of every
 /// point remains: the mean signed error is within 0.005 of the inter-ocular
 /// distance in x and y (the models trained without a label origin were at

@@ -179,24 +179,23 @@ fn corrupt_weights_are_refused() {
         let w = sub.join("m.safetensors").to_string_lossy().into_owned();
         expect_error(&["run", "--headless", "--video", &video, "--weights", &w], "m.safetensors", &sub);
     }
+    // The shipped weights with an edited copy of their config.
+    let edited = |name: &str, edit: &dyn Fn(&mut serde_json::Value)| {
+        let sub = d.join(name);
+        std::fs::create_dir(&sub).unwrap();
+        std::fs::write(sub.join("m.safetensors"), &bytes).unwrap();
+        let mut config: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(w68.with_extension("json")).unwrap()).unwrap();
+        edit(&mut config);
+        std::fs::write(sub.join("m.json"), config.to_string()).unwrap();
+        sub
+    };
     // A config that does not describe these weights (another first-layer width).
-    let sub = d.join("inconsistent");
-    std::fs::create_dir(&sub).unwrap();
-    std::fs::write(sub.join("m.safetensors"), &bytes).unwrap();
-    let mut config: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(w68.with_extension("json")).unwrap()).unwrap();
-    config["channels"][0] = (config["channels"][0].as_i64().unwrap() + 4).into();
-    std::fs::write(sub.join("m.json"), config.to_string()).unwrap();
+    let sub = edited("inconsistent", &|c| c["channels"][0] = (c["channels"][0].as_i64().unwrap() + 4).into());
     let w = sub.join("m.safetensors").to_string_lossy().into_owned();
     expect_error(&["run", "--headless", "--video", &video, "--weights", &w], "the model config needs", &sub);
     // A face threshold that is not a positive number.
-    let sub = d.join("threshold");
-    std::fs::create_dir(&sub).unwrap();
-    std::fs::write(sub.join("m.safetensors"), &bytes).unwrap();
-    let mut config: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(w68.with_extension("json")).unwrap()).unwrap();
-    config["max_turned_spread"] = (-0.1).into();
-    std::fs::write(sub.join("m.json"), config.to_string()).unwrap();
+    let sub = edited("threshold", &|c| c["max_turned_spread"] = (-0.1).into());
     let w = sub.join("m.safetensors").to_string_lossy().into_owned();
     expect_error(&["run", "--headless", "--video", &video, "--weights", &w], "max_turned_spread must be", &sub);
     // Weights without their config.
