@@ -1,5 +1,5 @@
 //! Time per face of what head pose and openness add to a frame: the pose solve
-//! (SQPnP on the mean face), the eye and mouth aspect ratios, and the pose's One
+//! (EPnP and Gauss-Newton on the mean face), the eye and mouth aspect ratios, and the pose's One
 //! Euro filter, on the annotated points of the einstein photo (the solver's work
 //! does not depend on where the points come from). The budget is 0.2 ms per face.
 //! Run: `LIBTORCH_USE_PYTORCH=1 PATH=$PWD/.venv/bin:$PATH cargo bench --bench pose`

@@ -2,7 +2,7 @@
 //! keypoints (frame pixels, pixel centres at whole numbers as OpenCV counts them).
 //!
 //! The pose is the rotation that best projects the 3D mean face ([`face3d`]) onto
-//! the points through a pinhole camera (OpenCV's `solvePnP`, SQPnP). The camera's
+//! the points through a pinhole camera (OpenCV's `solvePnP`, EPnP, refined by Gauss-Newton: [`refine`]). The camera's
 //! focal length is the frame width and its principal point the frame centre unless
 //! given ([`CameraSpec`]). Only the points that stay put on a head are used: the
 //! brows, the nose, the eyes, the mouth corners and the upper lip of the 68-point
@@ -13,6 +13,7 @@
 pub mod angles;
 pub mod face3d;
 pub mod openness;
+mod refine;
 
 pub use angles::HeadPose;
 pub use openness::Openness;
@@ -99,6 +100,8 @@ pub fn project_mean_face(scheme: Scheme, pose: HeadPose, translation: [f64; 3], 
 pub struct PoseSolver {
     used: Vec<usize>,
     model: Vector<Point3f>,
+    /// `model` in f64, for the refinement.
+    model64: Vec<[f64; 3]>,
     camera: CameraSpec,
 }
 
@@ -107,41 +110,57 @@ impl PoseSolver {
         let used = pose_points(scheme);
         let face = mean_face(scheme);
         let model = used.iter().map(|&i| Point3f::new(face[i][0], face[i][1], face[i][2])).collect();
-        PoseSolver { used, model, camera }
+        let model64 = used.iter().map(|&i| face[i].map(f64::from)).collect();
+        PoseSolver { used, model, model64, camera }
     }
 
     /// The head pose of a face's `points` (frame pixels, the scheme's order) in a
     /// frame of `frame_size` (width, height) pixels; `None` when the points are not
     /// finite or no pose puts the face in front of the camera.
     pub fn solve(&self, points: &[Point], frame_size: (u32, u32)) -> opencv::Result<Option<HeadPose>> {
-        let image: Vector<Point2f> = self.used.iter().map(|&i| Point2f::new(points[i].x, points[i].y)).collect();
-        if image.iter().any(|p| !(p.x.is_finite() && p.y.is_finite())) {
+        let image: Vec<[f64; 2]> = self.used.iter().map(|&i| [points[i].x as f64, points[i].y as f64]).collect();
+        if image.iter().flatten().any(|v| !v.is_finite()) {
             return Ok(None);
         }
-        let camera = self.camera.intrinsics(frame_size).matrix()?;
+        let camera = self.camera.intrinsics(frame_size);
+        let Some(start) = self.closed_form(&image, &camera)? else {
+            return Ok(None);
+        };
+        let placed = refine::refine(&self.model64, &image, &camera, start);
+        if placed.translation[2] <= 0.0 {
+            return Ok(None);
+        }
+        Ok(Some(HeadPose::from_rotation(&placed.rotation)))
+    }
+
+    /// EPnP's closed-form placement of the mean face on `image`, the start of the
+    /// refinement; `None` when OpenCV finds none.
+    fn closed_form(&self, image: &[[f64; 2]], camera: &Intrinsics) -> opencv::Result<Option<refine::Placement>> {
+        let image: Vector<Point2f> = image.iter().map(|p| Point2f::new(p[0] as f32, p[1] as f32)).collect();
         let (mut rvec, mut tvec) = (Mat::default(), Mat::default());
         let no_distortion = Mat::default();
         let solved = opencv::calib3d::solve_pnp(
             &self.model,
             &image,
-            &camera,
+            &camera.matrix()?,
             &no_distortion,
             &mut rvec,
             &mut tvec,
             false,
-            opencv::calib3d::SOLVEPNP_SQPNP,
+            opencv::calib3d::SOLVEPNP_EPNP,
         )?;
-        if !solved || *tvec.at::<f64>(2)? <= 0.0 {
+        if !solved {
             return Ok(None);
         }
-        let mut rotation = Mat::default();
-        opencv::calib3d::rodrigues(&rvec, &mut rotation, &mut Mat::default())?;
-        let mut m = [[0.0; 3]; 3];
-        for (i, row) in m.iter_mut().enumerate() {
-            for (j, v) in row.iter_mut().enumerate() {
-                *v = *rotation.at_2d::<f64>(i as i32, j as i32)?;
-            }
-        }
-        Ok(Some(HeadPose::from_rotation(&m)))
+        let w = [0, 1, 2].map(|i| rvec.at::<f64>(i).copied());
+        let t = [0, 1, 2].map(|i| tvec.at::<f64>(i).copied());
+        let (w, t) = (
+            w.into_iter().collect::<opencv::Result<Vec<f64>>>()?,
+            t.into_iter().collect::<opencv::Result<Vec<f64>>>()?,
+        );
+        Ok(Some(refine::Placement {
+            rotation: refine::exp_rotation([w[0], w[1], w[2]]),
+            translation: [t[0], t[1], t[2]],
+        }))
     }
 }
