@@ -121,7 +121,9 @@ fn background(photo: &Mat) -> opencv::Result<Mat> {
     let mut blurred = Mat::default();
     let border = opencv::core::BORDER_REFLECT;
     opencv::imgproc::gaussian_blur(&big, &mut blurred, Size::new(0, 0), BACKGROUND_BLUR_SIGMA, 0.0, border)?;
-    Ok(blurred)
+    let mut turned = Mat::default();
+    opencv::core::rotate(&blurred, &mut turned, opencv::core::ROTATE_180)?;
+    Ok(turned)
 }
 
 /// `frame` with fresh Gaussian noise of `sigma` grey levels.

@@ -24,7 +24,8 @@ pub struct HeadPose {
     pub roll: f32,
 }
 
-fn mul(a: &Rotation, b: &Rotation) -> Rotation {
+/// The product `a b`.
+pub(super) fn mul(a: &Rotation, b: &Rotation) -> Rotation {
     let mut out = [[0.0; 3]; 3];
     for (i, row) in out.iter_mut().enumerate() {
         for (j, v) in row.iter_mut().enumerate() {
