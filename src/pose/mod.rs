@@ -174,15 +174,11 @@ impl PoseSolver {
         if !solved {
             return Ok(None);
         }
-        let w = [0, 1, 2].map(|i| rvec.at::<f64>(i).copied());
-        let t = [0, 1, 2].map(|i| tvec.at::<f64>(i).copied());
-        let (w, t) = (
-            w.into_iter().collect::<opencv::Result<Vec<f64>>>()?,
-            t.into_iter().collect::<opencv::Result<Vec<f64>>>()?,
-        );
-        Ok(Some(refine::Placement {
-            rotation: refine::exp_rotation([w[0], w[1], w[2]]),
-            translation: [t[0], t[1], t[2]],
-        }))
+        Ok(Some(refine::Placement { rotation: refine::exp_rotation(vec3(&rvec)?), translation: vec3(&tvec)? }))
     }
+}
+
+/// The three values of a 3 x 1 f64 `Mat` (OpenCV's rotation and translation vectors).
+fn vec3(m: &Mat) -> opencv::Result<[f64; 3]> {
+    Ok([*m.at::<f64>(0)?, *m.at::<f64>(1)?, *m.at::<f64>(2)?])
 }

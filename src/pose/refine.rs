@@ -24,9 +24,9 @@ const CONVERGED: f64 = 1e-7;
 
 /// `start` refined so that `model` (model space) projects onto `image` (frame
 /// pixels) through `camera` with the least squared error. The update turns by a
-/// small rotation in camera space, `R <- exp(w) R`, and shifts `t`. A step whose
-/// equations are singular, or that puts a point behind the camera, ends the
-/// refinement where it is.
+/// small rotation in camera space, `R <- exp(w) R`, and shifts `t`. Singular
+/// equations, or a pose with a point behind the camera, end the refinement at the
+/// pose reached (the caller rejects a pose behind the camera).
 pub fn refine(model: &[[f64; 3]], image: &[[f64; 2]], camera: &Intrinsics, start: Placement) -> Placement {
     let mut pose = start;
     for _ in 0..MAX_STEPS {
