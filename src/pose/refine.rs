@@ -128,25 +128,19 @@ pub fn exp_rotation(w: [f64; 3]) -> Rotation {
 mod tests {
     use super::*;
     use crate::landmarks::Scheme;
-    use crate::pose::{mean_face, HeadPose};
+    use crate::pose::{mean_face, project_mean_face, HeadPose};
 
     /// From a start 8 degrees and a few centimetres off, the refinement comes back
     /// to the pose the points were projected from.
     #[test]
     fn refinement_returns_to_the_projected_pose() {
         let camera = Intrinsics { focal_px: 640.0, center: [319.5, 239.5] };
-        let truth = Placement {
-            rotation: HeadPose { yaw: 25.0, pitch: -10.0, roll: 12.0 }.rotation(),
-            translation: [3.0, -2.0, 60.0],
-        };
+        let pose = HeadPose { yaw: 25.0, pitch: -10.0, roll: 12.0 };
+        let truth = Placement { rotation: pose.rotation(), translation: [3.0, -2.0, 60.0] };
         let model: Vec<[f64; 3]> = mean_face(Scheme::P68).iter().map(|v| v.map(f64::from)).collect();
-        let image: Vec<[f64; 2]> = model
+        let image: Vec<[f64; 2]> = project_mean_face(Scheme::P68, pose, truth.translation, &camera)
             .iter()
-            .map(|x| {
-                let c =
-                    [0, 1, 2].map(|i| (0..3).map(|k| truth.rotation[i][k] * x[k]).sum::<f64>() + truth.translation[i]);
-                [camera.center[0] + camera.focal_px * c[0] / c[2], camera.center[1] + camera.focal_px * c[1] / c[2]]
-            })
+            .map(|p| [p.x as f64, p.y as f64])
             .collect();
         let off = Placement {
             rotation: mul(&exp_rotation([0.08, -0.1, 0.05]), &truth.rotation),
