@@ -38,7 +38,7 @@ fn main() -> anyhow::Result<()> {
         for det in detector.detect(&gray)? {
             let first = face::faces_in_boxes(&model, &gray, &[det])?.remove(0);
             let spread = face::refine(&model, &gray, &[first.points])?.remove(0).spread;
-            let kept = face::confident(&model, spread, &det);
+            let kept = face::confident(&model, spread, face::Search::of_box(&det));
             let iou = det.upright.iou(&truth);
             println!("{} {iou:.3} {spread:.4} {kept}", a.image);
             if iou >= MATCH_IOU {

@@ -6,7 +6,8 @@
 //! searches copies of the image turned by [`TURNED_SEARCH_DEG`]: a face it finds
 //! there comes back as a [`FaceBox`] turned by that angle, whose crop is level.
 //! [`AngleSearch::Cycle`] spreads those angles over successive runs, so that no
-//! run costs more than one search.
+//! run costs more than one search. HD frames are also searched tile by tile at
+//! finer resolutions, for small faces ([`tiles`]).
 
 use crate::geometry::{Affine, FaceBox, Point, Rect};
 use opencv::core::{Mat, Size, Vector};
@@ -46,35 +47,74 @@ pub const DEFAULT_DETECT_WIDTH: u32 = 640;
 /// degrees around each).
 pub const TURNED_SEARCH_DEG: [f32; 4] = [30.0, -30.0, 60.0, -60.0];
 
-/// Frames at least this wide are also searched tile by tile at
-/// [`TILE_SCALE`], one tile a frame: the whole-frame search, downscaled to
-/// `max_width`, misses faces narrower than about 24 px times the downscale (150 px
-/// in a 1080p frame at 320 px).
+/// Frames at least this wide are also searched tile by tile for small faces
+/// ([`tiles`]): the whole-frame search, downscaled to `max_width`, misses faces
+/// narrower than about 24 px times the downscale (150 px in a 1080p frame at 320 px).
 pub const TILED_MIN_WIDTH: i32 = 1280;
-/// The resolution of the tile searches, against the frame's: a face 40 px wide is
-/// 24 px, the cascade's window, there.
+/// The finest tile resolution, against the frame's: a face 40 px wide is 24 px,
+/// the cascade's window, there.
 pub const TILE_SCALE: f32 = 0.6;
-/// Side of a tile in the tile search's pixels, and the overlap of neighbours (a
-/// face up to this size is whole in one tile). The overlap, 160 px in the frame,
-/// reaches the smallest face the whole-frame search finds in a 1080p frame at 320
-/// px (about 150 px), so no face size falls between the two searches; a 1080p
-/// frame takes 15 tiles.
-pub const TILE_PX: f32 = 320.0;
-pub const TILE_OVERLAP_PX: f32 = 96.0;
+/// Each coarser level of tiles is this much smaller than the one before, so that
+/// every face size is well inside the boxes some level searches: the cascade finds
+/// a face far more often when its box is twice its 24 px window than at the window.
+pub const TILE_LEVEL_STEP: f32 = 1.6;
+/// Largest box searched in a tile, tile pixels. OpenCV's cascade moves its window
+/// in 2 px steps up to twice the window and in 1 px steps beyond, so each larger
+/// box size costs more than the one before; the next coarser level finds larger
+/// faces on fewer pixels. A tile of these sizes costs about half a search of all.
+pub const TILE_MAX_FACE_PX: i32 = 58;
+/// Raw hits a box found in a tile needs (the whole-frame search: 5). A small face
+/// gets few hits at the 2 px steps of the smallest boxes, and with 5 the scale
+/// sweep (`facekp bench --scale-sweep`) found fewer of them. The extra false boxes are
+/// held to the CNN's stricter threshold for wide searches
+/// ([`crate::face::Search::Wide`]).
+pub const TILE_MIN_NEIGHBORS: i32 = 2;
+/// Neighbouring tiles overlap by this, tile pixels, so that a face up to
+/// [`TILE_MAX_FACE_PX`] is whole in one of them.
+pub const TILE_OVERLAP_PX: f32 = 60.0;
+/// Largest side of a tile, tile pixels: a tile search then costs about what a
+/// whole-frame search at 320 px does.
+pub const TILE_MAX_PX: f32 = 360.0;
 
-/// The tiles, frame pixels, that cover a `w` x `h` frame for the tile search; none
-/// for frames narrower than [`TILED_MIN_WIDTH`].
-pub fn tiles(w: i32, h: i32) -> Vec<Rect> {
+/// A tile search: a region of the frame (frame pixels) searched at `scale` for the
+/// faces between the cascade's window and [`TILE_MAX_FACE_PX`] there.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Tile {
+    pub region: Rect,
+    pub scale: f32,
+}
+
+/// The tiles that cover a `w` x `h` frame for the faces a whole-frame search at
+/// `whole_scale` cannot see well: levels from [`TILE_SCALE`] down by
+/// [`TILE_LEVEL_STEP`], while a level is finer than the whole-frame search by more
+/// than 10%, each level cut into overlapping tiles of at most [`TILE_MAX_PX`].
+/// None for frames narrower than [`TILED_MIN_WIDTH`].
+pub fn tiles(w: i32, h: i32, whole_scale: f32) -> Vec<Tile> {
     if w < TILED_MIN_WIDTH {
         return Vec::new();
     }
-    let (side, step) = (TILE_PX / TILE_SCALE, (TILE_PX - TILE_OVERLAP_PX) / TILE_SCALE);
-    let starts = |len: f32| -> Vec<f32> {
-        let n = ((len - side) / step).ceil().max(0.0) as usize + 1;
-        (0..n).map(|i| (i as f32 * step).min((len - side).max(0.0))).collect()
+    let mut found = Vec::new();
+    let mut scale = TILE_SCALE;
+    while scale * 0.9 > whole_scale {
+        found.extend(level_tiles(w as f32, h as f32, scale));
+        scale /= TILE_LEVEL_STEP;
+    }
+    found
+}
+
+/// The tiles of one level: the frame at `scale` cut into equal tiles of at most
+/// [`TILE_MAX_PX`] that overlap by [`TILE_OVERLAP_PX`], rows first.
+fn level_tiles(w: f32, h: f32, scale: f32) -> Vec<Tile> {
+    let cuts = |len_px: f32| -> Vec<(f32, f32)> {
+        let (len, overlap) = (len_px * scale, TILE_OVERLAP_PX);
+        let n = ((len - overlap) / (TILE_MAX_PX - overlap)).ceil().max(1.0);
+        let side = ((len - overlap) / n + overlap).min(len);
+        let step = (len - side) / (n - 1.0).max(1.0);
+        (0..n as usize).map(|i| (i as f32 * step / scale, side / scale)).collect()
     };
-    let (xs, ys) = (starts(w as f32), starts(h as f32));
-    ys.iter().flat_map(|&y| xs.iter().map(move |&x| Rect::new(x, y, side.min(w as f32), side.min(h as f32)))).collect()
+    let (xs, ys) = (cuts(w), cuts(h));
+    let rect = |&(x, tw): &(f32, f32), &(y, th): &(f32, f32)| Rect::new(x, y, tw, th);
+    ys.iter().flat_map(|y| xs.iter().map(move |x| Tile { region: rect(x, y), scale })).collect()
 }
 
 /// Which turns of the image a detector run searches.
@@ -147,17 +187,24 @@ impl HaarDetector {
         let expected = around.upright.w * scale;
         let min = ((expected * 0.6) as i32).max(HAAR_MIN_FACE_PX);
         let max = ((expected * 1.6) as i32).max(min + 1);
-        let boxes = self.cascade_boxes(&view.image, Size::new(min, min), Size::new(max, max))?;
+        let boxes = self.cascade_boxes(&view.image, Size::new(min, min), Size::new(max, max), HAAR_MIN_NEIGHBORS)?;
         Ok(boxes.into_iter().map(|b| view.back_to_frame(&b)).collect())
     }
 
-    /// Upright faces in the `tile` of `gray` (frame pixels), searched at
-    /// [`TILE_SCALE`]: the small faces the whole-frame search cannot see.
-    pub fn detect_tile(&mut self, gray: &Mat, tile: &Rect) -> Result<Vec<FaceBox>, DetectError> {
-        let Some(view) = TurnedView::of(gray, &FaceBox::level(*tile), TILE_SCALE)? else {
+    /// The tiles of a `w` x `h` frame for this detector's whole-frame resolution
+    /// ([`tiles`]).
+    pub fn tiles(&self, w: i32, h: i32) -> Vec<Tile> {
+        tiles(w, h, (self.config.max_width as f32 / w.max(1) as f32).min(1.0))
+    }
+
+    /// Upright faces in `tile` of `gray`: the small faces the whole-frame search
+    /// cannot see.
+    pub fn detect_tile(&mut self, gray: &Mat, tile: &Tile) -> Result<Vec<FaceBox>, DetectError> {
+        let Some(view) = TurnedView::of(gray, &FaceBox::level(tile.region), tile.scale)? else {
             return Ok(Vec::new());
         };
-        let boxes = self.cascade_boxes(&view.image, Size::new(HAAR_MIN_FACE_PX, HAAR_MIN_FACE_PX), Size::default())?;
+        let (min, max) = (Size::new(HAAR_MIN_FACE_PX, HAAR_MIN_FACE_PX), Size::new(TILE_MAX_FACE_PX, TILE_MAX_FACE_PX));
+        let boxes = self.cascade_boxes(&view.image, min, max, TILE_MIN_NEIGHBORS)?;
         Ok(boxes.into_iter().map(|b| view.back_to_frame(&b)).collect())
     }
 
@@ -193,17 +240,19 @@ impl HaarDetector {
         let Some(view) = TurnedView::of(gray, &canvas, scale)? else {
             return Ok(Vec::new());
         };
-        let boxes = self.cascade_boxes(&view.image, Size::new(HAAR_MIN_FACE_PX, HAAR_MIN_FACE_PX), Size::default())?;
+        let min = Size::new(HAAR_MIN_FACE_PX, HAAR_MIN_FACE_PX);
+        let boxes = self.cascade_boxes(&view.image, min, Size::default(), HAAR_MIN_NEIGHBORS)?;
         Ok(boxes.into_iter().map(|b| view.back_to_frame(&b)).collect())
     }
 
     /// The cascade on a histogram-equalised copy of `gray`: boxes between `min` and
     /// `max` in size (`max` 0: no limit), largest first, in `gray`'s pixels.
-    fn cascade_boxes(&mut self, gray: &Mat, min: Size, max: Size) -> Result<Vec<Rect>, DetectError> {
+    /// `neighbors`: raw hits a box needs.
+    fn cascade_boxes(&mut self, gray: &Mat, min: Size, max: Size, neighbors: i32) -> Result<Vec<Rect>, DetectError> {
         let mut equalized = Mat::default();
         imgproc::equalize_hist(gray, &mut equalized)?;
         let mut found = Vector::<opencv::core::Rect>::new();
-        self.cascade.detect_multi_scale(&equalized, &mut found, HAAR_SCALE_FACTOR, HAAR_MIN_NEIGHBORS, 0, min, max)?;
+        self.cascade.detect_multi_scale(&equalized, &mut found, HAAR_SCALE_FACTOR, neighbors, 0, min, max)?;
         let mut boxes: Vec<Rect> =
             found.iter().map(|r| Rect::new(r.x as f32, r.y as f32, r.width as f32, r.height as f32)).collect();
         boxes.sort_by(|a, b| b.area().total_cmp(&a.area()));
@@ -291,24 +340,40 @@ fn turn_about(centre: Point, angle_rad: f32, w: f32, h: f32) -> Affine {
 mod tests {
     use super::*;
 
-    /// HD frames are covered by overlapping tiles that hold a face of up to the
-    /// overlap whole; smaller frames get none.
+    /// Each level of tiles covers the whole frame, and a face up to the level's
+    /// largest box is whole in one of its tiles; the levels reach from 40 px faces
+    /// to the smallest face of the whole-frame search without a gap; frames below
+    /// HD get none.
     #[test]
-    fn tiles_cover_an_hd_frame_with_overlap() {
-        assert!(tiles(640, 360).is_empty() && tiles(1279, 720).is_empty());
-        let t = tiles(1920, 1080);
-        assert_eq!(t.len(), 15, "{t:?}");
-        for y in (0..1080).step_by(7) {
-            for x in (0..1920).step_by(7) {
-                let p = Point::new(x as f32, y as f32);
-                assert!(t.iter().any(|r| r.contains(p)), "{p:?} uncovered");
+    fn tiles_cover_an_hd_frame_at_every_face_size() {
+        assert!(tiles(640, 360, 0.5).is_empty() && tiles(1279, 720, 0.25).is_empty());
+        let whole_scale = 320.0 / 1920.0;
+        let t = tiles(1920, 1080, whole_scale);
+        let mut scales: Vec<f32> = t.iter().map(|t| t.scale).collect();
+        scales.dedup();
+        assert_eq!(scales.len(), 3, "{t:?}");
+        assert!(t.iter().all(|t| t.region.w * t.scale <= TILE_MAX_PX + 0.01), "{t:?}");
+        for &scale in &scales {
+            let level: Vec<Rect> = t.iter().filter(|t| t.scale == scale).map(|t| t.region).collect();
+            for y in (0..1080).step_by(7) {
+                for x in (0..1920).step_by(7) {
+                    let p = Point::new(x as f32, y as f32);
+                    assert!(level.iter().any(|r| r.contains(p)), "{p:?} uncovered at {scale}");
+                }
+            }
+            let face = TILE_MAX_FACE_PX as f32 / scale;
+            for (x, y) in [(600.0, 300.0), (1920.0 - face, 1080.0 - face), (0.0, 0.0), (830.0, 660.0), (1000.0, 450.0)]
+            {
+                let f = Rect::new(x, y, face, face);
+                let whole = |r: &Rect| r.contains(Point::new(f.x, f.y)) && r.contains(Point::new(f.x + f.w, f.y + f.h));
+                assert!(level.iter().any(whole), "a face at {f:?} is whole in a tile at {scale}");
             }
         }
-        let face = TILE_OVERLAP_PX / TILE_SCALE;
-        for (x, y) in [(600.0, 300.0), (1920.0 - face, 1080.0 - face), (0.0, 0.0), (830.0, 660.0), (1000.0, 450.0)] {
-            let f = Rect::new(x, y, face, face);
-            let whole = |r: &Rect| r.contains(Point::new(f.x, f.y)) && r.contains(Point::new(f.x + f.w, f.y + f.h));
-            assert!(t.iter().any(whole), "a face at {f:?} is whole in a tile");
-        }
+        // Face sizes (frame px) each level searches, finest first, then the whole frame's.
+        let mut reach: Vec<(f32, f32)> =
+            scales.iter().map(|s| (HAAR_MIN_FACE_PX as f32 / s, TILE_MAX_FACE_PX as f32 / s)).collect();
+        reach.push((HAAR_MIN_FACE_PX as f32 / whole_scale, f32::INFINITY));
+        assert!(reach[0].0 <= 40.0, "{reach:?}");
+        assert!(reach.windows(2).all(|p| p[1].0 < p[0].1), "no gap between sizes: {reach:?}");
     }
 }

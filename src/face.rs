@@ -49,20 +49,42 @@ pub fn box_for_points(model: &Keypointer, points: &[Point]) -> FaceBox {
     cfg.crop.face_box_for_points(points, cfg.scheme.roll(points))
 }
 
-/// The largest heatmap spread (second pass) of a new face found in a turned copy
-/// of the image, for a model whose config sets no `max_turned_spread`. The turned
-/// searches fire on clutter more often than the upright one.
+/// The largest heatmap spread (second pass) of a new face found by a wide search,
+/// for a model whose config sets no `max_turned_spread`.
 pub const TURNED_MAX_SPREAD: f32 = 0.12;
 
-/// Whether a new face found in `detection` with heatmap `spread` is one: within the
-/// model's face threshold (`ModelConfig::max_spread`; none set: every face is) and,
-/// found in a turned copy of the image, within its turned threshold
+/// How a new face was found. The wide searches, in turned copies of the image and
+/// in HD tiles (which keep boxes with fewer raw hits), fire on clutter more often
+/// than the upright whole-frame search, so their faces must be surer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Search {
+    Upright,
+    Wide,
+}
+
+impl Search {
+    /// The search a whole-frame detection came from: wide when it is turned.
+    pub fn of_box(detection: &FaceBox) -> Search {
+        if detection.roll_rad == 0.0 {
+            Search::Upright
+        } else {
+            Search::Wide
+        }
+    }
+}
+
+/// The spread a face found by a wide search must be within for `model`
 /// (`ModelConfig::max_turned_spread`, else [`TURNED_MAX_SPREAD`]).
-pub fn confident(model: &Keypointer, spread: f32, detection: &FaceBox) -> bool {
-    let cfg = model.config();
-    let turned_max = cfg.max_turned_spread.unwrap_or(TURNED_MAX_SPREAD);
-    let turned_ok = detection.roll_rad == 0.0 || spread <= turned_max;
-    turned_ok && cfg.max_spread.is_none_or(|max| spread <= max)
+pub fn wide_max_spread(model: &Keypointer) -> f32 {
+    model.config().max_turned_spread.unwrap_or(TURNED_MAX_SPREAD)
+}
+
+/// Whether a new face found by `search` with heatmap `spread` is one: within the
+/// model's face threshold (`ModelConfig::max_spread`; none set: every face is) and,
+/// found by a wide search, within [`wide_max_spread`].
+pub fn confident(model: &Keypointer, spread: f32, search: Search) -> bool {
+    let wide_ok = search == Search::Upright || spread <= wide_max_spread(model);
+    wide_ok && model.config().max_spread.is_none_or(|max| spread <= max)
 }
 
 /// One face in one frame.

@@ -16,7 +16,8 @@
 //! - less than [`TrackerParams::min_visible`] of that box lies inside the frame
 //!   (the face left the picture; the crop beyond the border is black padding), or
 //! - [`TrackerParams::max_missed_detections`] detector runs in a row find nothing
-//!   overlapping it.
+//!   overlapping it while the CNN is not sure of it (the heatmap spread of its
+//!   last points is above [`TrackerParams::confirm_spread`]).
 //!
 //! A fresh detection is kept only when the points the CNN finds in it describe a
 //! box that overlaps the detection by [`TrackerParams::keep_iou`] (measured on the
@@ -53,6 +54,12 @@ pub struct TrackerParams {
     pub min_visible: f32,
     /// A track no detector run confirmed this many times in a row is dropped.
     pub max_missed_detections: u32,
+    /// A track whose last points have a heatmap spread of at most this is
+    /// confirmed by the CNN itself, whether or not a detector run sees it: faces
+    /// too small, turned or blurred for the cascade stay followed. The model's
+    /// threshold for faces of the wide searches (`ModelConfig::max_turned_spread`);
+    /// `None`: only the detector confirms.
+    pub confirm_spread: Option<f32>,
 }
 
 impl Default for TrackerParams {
@@ -65,6 +72,7 @@ impl Default for TrackerParams {
             nested_overlap: 0.6,
             min_visible: 0.5,
             max_missed_detections: 2,
+            confirm_spread: None,
         }
     }
 }
@@ -83,12 +91,22 @@ pub enum CropMode {
 /// Where a candidate crop came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Origin {
-    /// A detector box that continues no track.
+    /// A detector box of a whole-frame search that continues no track.
     Fresh,
+    /// A detector box of a tile search (HD frames, small faces) that continues no
+    /// track.
+    FreshInTile,
     /// An existing track, cropped from its own points (tracking).
     Tracked,
     /// An existing track, cropped from the detector box that matched it (no tracking).
     Redetected,
+}
+
+impl Origin {
+    /// A new face, not a track's.
+    pub fn is_fresh(self) -> bool {
+        matches!(self, Origin::Fresh | Origin::FreshInTile)
+    }
 }
 
 /// A box to crop on this frame.
@@ -102,13 +120,15 @@ pub struct Candidate {
     pub origin: Origin,
 }
 
-/// A candidate the CNN found a plausible face in: its points (frame pixels) and the
-/// face's roll from them (its eye line).
+/// A candidate the CNN found a plausible face in: its points (frame pixels), the
+/// face's roll from them (its eye line) and the heatmap spread of the fit
+/// ([`crate::face::FaceFit::spread`]).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Fitted {
     pub candidate: Candidate,
     pub points: Vec<Point>,
     pub roll_rad: f32,
+    pub spread: f32,
 }
 
 struct Track {
@@ -120,6 +140,8 @@ struct Track {
     /// estimate when smoothing, else the last motion of the raw points' box.
     velocity: Point,
     missed_detections: u32,
+    /// The CNN was sure of a face in the last crop ([`TrackerParams::confirm_spread`]).
+    sure: bool,
     filter: FaceFilter,
     pose_filter: PoseFilter,
     last_timestamp_ms: f64,
@@ -155,7 +177,7 @@ impl Track {
         let dt_secs = ((timestamp_ms - self.last_timestamp_ms) / 1000.0) as f32;
         self.last_timestamp_ms = timestamp_ms;
         match smoothing {
-            Some(params) if fitted.candidate.origin != Origin::Fresh => {
+            Some(params) if !fitted.candidate.origin.is_fresh() => {
                 let pose = pose.map(|p| self.pose_filter.filter(p, dt_secs, params));
                 let points = self.filter.filter(&fitted.points, raw_box.upright.w, dt_secs, params);
                 let v = self.filter.velocity_px_per_sec();
@@ -237,7 +259,8 @@ impl Tracker {
                     candidates.push(Candidate { face_box, track: Some(k), origin });
                 }
                 None => {
-                    t.missed_detections += 1;
+                    // A face the CNN is sure of needs no detector to confirm it.
+                    t.missed_detections = if t.sure { 0 } else { t.missed_detections + 1 };
                     if self.crops == CropMode::Keypoints && t.missed_detections < self.params.max_missed_detections {
                         candidates.push(Candidate {
                             face_box: t.predicted_box(),
@@ -251,11 +274,11 @@ impl Tracker {
         candidates
     }
 
-    /// Fresh candidates for the boxes of a partial search (one tile of the frame)
-    /// that continue no track; tracks are not judged by it.
-    pub fn new_faces(&self, boxes: &[FaceBox]) -> Vec<Candidate> {
+    /// Fresh candidates for the boxes of a tile search (part of the frame) that
+    /// continue no track; tracks are not judged by it.
+    pub fn new_faces_in_tile(&self, boxes: &[FaceBox]) -> Vec<Candidate> {
         let (_, fresh) = self.match_detections(boxes);
-        fresh.into_iter().map(|d| Candidate { face_box: d, track: None, origin: Origin::Fresh }).collect()
+        fresh.into_iter().map(|d| Candidate { face_box: d, track: None, origin: Origin::FreshInTile }).collect()
     }
 
     /// Each track's matching detection (greedy by IoU with its predicted box, at
@@ -277,15 +300,16 @@ impl Tracker {
         (matched, fresh)
     }
 
-    /// Where the tracks that no box of `detections` matches should be (tracking
-    /// only): the faces a whole-frame detector run missed, to look for again closely
-    /// before counting a miss.
+    /// Where the tracks that neither a box of `detections` nor the CNN confirms
+    /// should be (tracking only): the faces a whole-frame detector run missed, to
+    /// look for again closely before counting a miss.
     pub fn unconfirmed(&self, detections: &[FaceBox]) -> Vec<FaceBox> {
         if self.crops != CropMode::Keypoints {
             return Vec::new();
         }
         let (matched, _) = self.match_detections(detections);
-        self.tracks.iter().zip(matched).filter(|(_, m)| m.is_none()).map(|(t, _)| t.predicted_box()).collect()
+        let missed = self.tracks.iter().zip(matched).filter(|(t, m)| m.is_none() && !t.sure);
+        missed.map(|(t, _)| t.predicted_box()).collect()
     }
 
     /// Whether `points` (frame pixels, found in the crop of `candidate` on a frame
@@ -338,6 +362,7 @@ impl Tracker {
                 None => self.new_track(raw_box, timestamp_ms),
             };
             let pose = pose_of(&fitted.points);
+            track.sure = self.params.confirm_spread.is_some_and(|max| fitted.spread <= max);
             let smoothing = self.smoothing.as_ref();
             let Followed { points, pose } = track.follow(fitted, raw_box, timestamp_ms, smoothing, pose, &self.prior);
             let box_in_frame = self.prior.detection_for_points(&points);
@@ -363,6 +388,7 @@ impl Tracker {
             last_box,
             velocity: Point::default(),
             missed_detections: 0,
+            sure: false,
             filter: FaceFilter::default(),
             pose_filter: PoseFilter::default(),
             last_timestamp_ms: timestamp_ms,
@@ -402,7 +428,6 @@ mod tests {
         Tracker::new(prior(), TrackerParams::default(), None, crops)
     }
 
-    /// Runs one frame where the CNN finds exactly `truth` in every crop that holds it.
     /// Detector boxes of level faces.
     fn level(boxes: &[Rect]) -> Vec<FaceBox> {
         boxes.iter().map(|b| FaceBox::level(*b)).collect()
@@ -410,7 +435,7 @@ mod tests {
 
     /// A candidate fitted with `points` of a level face.
     fn fitted(candidate: Candidate, points: Vec<Point>) -> Fitted {
-        Fitted { candidate, points, roll_rad: 0.0 }
+        Fitted { candidate, points, roll_rad: 0.0, spread: 0.05 }
     }
 
     /// Runs one frame where the CNN finds exactly `truth` in every crop that holds it.
@@ -506,6 +531,34 @@ mod tests {
         assert!(alive[..alive.len() - 1].iter().all(|a| *a), "followed until then: {alive:?}");
     }
 
+    /// With a confirming spread, a track whose fits are that sure outlives any
+    /// number of detector runs that miss it and needs no closer look; one whose
+    /// fits are not expires as without it.
+    #[test]
+    fn a_track_the_cnn_is_sure_of_needs_no_detector() {
+        let params = TrackerParams { confirm_spread: Some(0.15), ..TrackerParams::default() };
+        let b = Rect::new(100.0, 50.0, 120.0, 120.0);
+        for (spread, outlives) in [(0.05, true), (0.3, false)] {
+            let mut t = Tracker::new(prior(), params, None, CropMode::Keypoints);
+            let mut alive = Vec::new();
+            for i in 0..6 {
+                let detections = if i == 0 { level(&[b]) } else { Vec::new() };
+                let plan = t.plan(Some(&detections));
+                let kept = plan.into_iter().map(|c| Fitted { spread, ..fitted(c, points_for_box(b)) }).collect();
+                alive.push(!t.update(kept, 33.0 * i as f64).is_empty());
+                if i == 0 {
+                    assert_eq!(t.unconfirmed(&[]).is_empty(), outlives, "closer look, spread {spread}");
+                }
+            }
+            assert_eq!(alive.iter().all(|a| *a), outlives, "spread {spread}: {alive:?}");
+        }
+        // Without tracking, crops are the detections alone, however sure the CNN was.
+        let mut t = Tracker::new(prior(), params, None, CropMode::Detections);
+        let plan = t.plan(Some(&level(&[b])));
+        t.update(plan.into_iter().map(|c| fitted(c, points_for_box(b))).collect(), 0.0);
+        assert!(t.plan(Some(&[])).is_empty());
+    }
+
     #[test]
     fn tracks_no_detection_matches_are_listed_for_a_closer_look() {
         let mut t = tracker(CropMode::Keypoints);
@@ -585,8 +638,10 @@ mod tests {
                 .map(|p| Point::new(p.x - centre.x, p.y - centre.y).turned(roll) + centre)
                 .collect();
             assert!(t.plausible(&plan[0], &turned, FRAME), "step {step}");
-            let faces =
-                t.update(vec![Fitted { candidate: plan[0], points: turned, roll_rad: roll }], 33.0 * step as f64);
+            let faces = t.update(
+                vec![Fitted { candidate: plan[0], points: turned, roll_rad: roll, spread: 0.05 }],
+                33.0 * step as f64,
+            );
             assert_eq!(faces.iter().map(|f| f.track).collect::<Vec<_>>(), vec![id], "step {step}");
         }
     }

@@ -4,12 +4,6 @@ use crate::util::*;
 use serde_json::Value;
 use std::time::Duration;
 
-fn run_ok(args: &[&str]) -> String {
-    let out = bin().args(args).output().unwrap();
-    assert!(out.status.success(), "{args:?}: {}", stderr(&out));
-    stderr(&out)
-}
-
 #[test]
 fn odd_gray_tiny_and_4k_videos_are_processed_frame_by_frame() {
     let dir = tempfile::tempdir().unwrap();

@@ -19,6 +19,7 @@ mod pace;
 mod pose;
 mod robustness;
 mod run;
+mod small_faces;
 mod training;
 mod turned;
 mod util;

@@ -55,3 +55,10 @@ pub fn ffprobe_frames(path: &Path) -> u64 {
     assert!(out.status.success(), "ffprobe failed on {}: {}", path.display(), stderr(&out));
     String::from_utf8_lossy(&out.stdout).trim().parse().expect("ffprobe prints a frame count")
 }
+
+/// Runs `facekp` with `args`, failing the test unless it succeeds; its stderr.
+pub fn run_ok(args: &[&str]) -> String {
+    let out = bin().args(args).output().unwrap();
+    assert!(out.status.success(), "{args:?}: {}", stderr(&out));
+    stderr(&out)
+}

@@ -11,7 +11,6 @@
 
 use super::sweep::{follows, Labels};
 use crate::dataset::LoadedSet;
-use crate::detect::tiles;
 use crate::geometry::{Affine, Point, Rect};
 use crate::imageops;
 use crate::landmarks::Scheme;
@@ -99,7 +98,7 @@ fn hold(
     stage.restart(schedule.crops);
     detect.restart();
     let frame = scene.paste_on(background)?;
-    let frame_tiles = tiles(FRAME_W, FRAME_H);
+    let frame_tiles = detect.detector.tiles(FRAME_W, FRAME_H);
     let (mut followed_last, mut busy_secs) = (0usize, 0.0f64);
     for n in 0..HOLD_FRAMES {
         let noisy = with_noise(&frame, NOISE_SIGMA)?;

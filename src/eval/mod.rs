@@ -217,7 +217,7 @@ fn fit_face(model: &Keypointer, gray: &Mat, detection: FaceBox, boxes: Boxes) ->
         return Ok(face::faces_in_boxes(model, gray, &[detection])?.into_iter().next().map(|f| f.points));
     }
     let fit = two_passes(model, gray, detection)?;
-    Ok(face::confident(model, fit.spread, &detection).then_some(fit.points))
+    Ok(face::confident(model, fit.spread, face::Search::of_box(&detection)).then_some(fit.points))
 }
 
 /// The points `model` finds on the mirror image of `gray` in the mirror image of

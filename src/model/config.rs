@@ -34,9 +34,12 @@ pub struct ModelConfig {
     /// chosen per model with `bench --false-faces` and `eval` (docs/MODEL.md).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_spread: Option<f32>,
-    /// Optional stricter threshold for a new detection found in a turned copy of the
-    /// image, where the cascade fires on clutter more often. Absent:
-    /// [`crate::face::TURNED_MAX_SPREAD`]. Chosen per model, as `max_spread` is.
+    /// Optional stricter threshold for a new detection of a wide search (a turned
+    /// copy of the image, an HD tile), where the cascade fires on clutter more
+    /// often; also the spread within which a followed face is confirmed by the CNN
+    /// alone (`crate::track::TrackerParams::confirm_spread`). Absent:
+    /// [`crate::face::TURNED_MAX_SPREAD`] for new faces, and no confirmation by the
+    /// CNN. Chosen per model, as `max_spread` is.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_turned_spread: Option<f32>,
     /// How the weights were made (informational).

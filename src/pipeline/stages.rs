@@ -5,9 +5,8 @@
 use super::face_stage::{FaceStage, Searched};
 use super::summary::StopReason;
 use super::timer::StageTimer;
-use crate::detect::HaarDetector;
+use crate::detect::{HaarDetector, Tile};
 use crate::face::{Face, StageTimes};
-use crate::geometry::Rect;
 use crate::imageops;
 use crate::model::Keypointer;
 use crate::source::{Frame, FrameSource, SourceInfo};
@@ -47,8 +46,9 @@ struct Detected {
 
 /// The detect stage: gray conversion of every frame, and the Haar detector on every
 /// `every`-th frame it receives (and, on HD frames, one tile of the frame on each
-/// other frame: [`crate::detect::tiles`]), a frame ahead of the face stage so that
-/// detection and inference run at the same time on the two cores.
+/// other frame: [`crate::detect::tiles`], small faces at a finer resolution), a
+/// frame ahead of the face stage so that detection and inference run at the same
+/// time on the two cores.
 pub struct DetectStage {
     pub detector: HaarDetector,
     pub every: u64,
@@ -69,7 +69,7 @@ impl DetectStage {
 
     /// The searches on frame `n`: the whole frame on every `every`-th frame, else
     /// the next of `tiles`.
-    pub fn search(&mut self, gray: &Mat, n: u64, tiles: &[Rect]) -> Result<Searched> {
+    pub fn search(&mut self, gray: &Mat, n: u64, tiles: &[Tile]) -> Result<Searched> {
         if n.is_multiple_of(self.every) {
             return Ok(Searched { frame: Some(self.detector.detect(gray)?), tile: Vec::new() });
         }
@@ -171,7 +171,7 @@ fn detect_thread(mut stage: DetectStage, rx: Receiver<Frame>, tx: Sender<Detecte
         let timer = StageTimer::start();
         let gray = imageops::to_gray(&frame.image)?;
         if n == 0 {
-            tiles = crate::detect::tiles(gray.cols(), gray.rows());
+            tiles = stage.detector.tiles(gray.cols(), gray.rows());
         }
         let searched = stage.search(&gray, n as u64, &tiles)?;
         runs += u64::from(searched.frame.is_some());
