@@ -52,7 +52,8 @@ pub struct TrackerParams {
     pub nested_overlap: f32,
     /// Least part of a tracked face's box that must lie inside the frame.
     pub min_visible: f32,
-    /// A track no detector run confirmed this many times in a row is dropped.
+    /// A track that neither a detector run nor the CNN confirmed this many times in
+    /// a row is dropped.
     pub max_missed_detections: u32,
     /// A track whose last points have a heatmap spread of at most this is
     /// confirmed by the CNN itself, whether or not a detector run sees it: faces

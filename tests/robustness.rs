@@ -110,8 +110,8 @@ fn faces_leaving_the_frame_are_cropped_with_padding() {
 
 /// A still face under fresh noise every frame (frame 190 of hamilton_clip): one
 /// track follows it from its first detection to the end. The whole-frame search
-/// at 320 px misses this face on many frames; the closer look around the track
-/// (`HaarDetector::detect_near`) keeps it.
+/// at 320 px misses this face on many frames; the CNN's own confirmation (a sure
+/// fit) or the closer look around the track (`HaarDetector::detect_near`) keeps it.
 #[test]
 fn a_still_face_keeps_one_track() {
     let dir = tempfile::tempdir().unwrap();
