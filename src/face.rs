@@ -73,18 +73,15 @@ impl Search {
     }
 }
 
-/// The spread a face found by a wide search must be within for `model`
-/// (`ModelConfig::max_turned_spread`, else [`TURNED_MAX_SPREAD`]).
-pub fn wide_max_spread(model: &Keypointer) -> f32 {
-    model.config().max_turned_spread.unwrap_or(TURNED_MAX_SPREAD)
-}
-
 /// Whether a new face found by `search` with heatmap `spread` is one: within the
 /// model's face threshold (`ModelConfig::max_spread`; none set: every face is) and,
-/// found by a wide search, within [`wide_max_spread`].
+/// found by a wide search, within its stricter threshold
+/// (`ModelConfig::max_turned_spread`, else [`TURNED_MAX_SPREAD`]).
 pub fn confident(model: &Keypointer, spread: f32, search: Search) -> bool {
-    let wide_ok = search == Search::Upright || spread <= wide_max_spread(model);
-    wide_ok && model.config().max_spread.is_none_or(|max| spread <= max)
+    let cfg = model.config();
+    let wide_max = cfg.max_turned_spread.unwrap_or(TURNED_MAX_SPREAD);
+    let wide_ok = search == Search::Upright || spread <= wide_max;
+    wide_ok && cfg.max_spread.is_none_or(|max| spread <= max)
 }
 
 /// One face in one frame.
