@@ -3,7 +3,7 @@
 //! labelled a face when its IoU with the box of the true points is at least 0.3,
 //! goes through the two CNN passes `run` gives a new detection, and is kept or
 //! rejected by the threshold. Prints a line per detection (image, IoU, spread,
-//! kept) and a summary.
+//! evidence, kept) and a summary.
 //!
 //! `cargo run --release --example false_detections -- WEIGHTS CSV [DETECT_WIDTH]`
 
@@ -36,11 +36,11 @@ fn main() -> anyhow::Result<()> {
         let gray = imageops::read_gray(&path)?.with_context(|| format!("{}: cannot be read", path.display()))?;
         let truth = Rect::bounding(&a.points);
         for det in detector.detect(&gray)? {
-            let first = face::faces_in_boxes(&model, &gray, &[det])?.remove(0);
+            let first = face::faces_in_boxes(&model, &gray, &[det.face_box])?.remove(0);
             let spread = face::refine(&model, &gray, &[first.points])?.remove(0).spread;
-            let kept = face::confident(&model, spread, face::Search::of_box(&det));
-            let iou = det.upright.iou(&truth);
-            println!("{} {iou:.3} {spread:.4} {kept}", a.image);
+            let kept = face::confident(&model, spread, det.search());
+            let iou = det.face_box.upright.iou(&truth);
+            println!("{} {iou:.3} {spread:.4} {:?} {kept}", a.image, det.evidence);
             if iou >= MATCH_IOU {
                 faces += 1;
                 faces_kept += kept as usize;

@@ -21,8 +21,13 @@ pub const DEFAULT_CASCADE: &str =
     concat!(env!("CARGO_MANIFEST_DIR"), "/haarcascades/haarcascade_frontalface_default.xml");
 /// Image pyramid step of `detectMultiScale`.
 pub const HAAR_SCALE_FACTOR: f64 = 1.1;
-/// Neighbouring detections needed to keep a box.
+/// Raw hits (neighbouring detections) above which a box is firm: the cascade's
+/// usual bar, which its false boxes rarely pass.
 pub const HAAR_MIN_NEIGHBORS: i32 = 5;
+/// Raw hits above which a box is kept at all. Boxes with 3 to 5 hits are faint
+/// ([`Evidence::Faint`]): many are clutter, but they also hold the faces the cascade
+/// barely sees (small, turned or dim), and the CNN tells the two apart.
+pub const FAINT_MIN_NEIGHBORS: i32 = 2;
 /// Smallest face searched, in pixels of the downscaled detection image.
 pub const HAAR_MIN_FACE_PX: i32 = 24;
 /// Width a tracked face is scaled to when [`HaarDetector::detect_near`] looks for it
@@ -66,12 +71,6 @@ pub const TILE_LEVEL_STEP: f32 = 1.6;
 /// scale sweep then found fewer faces (those at the top of the range get no hits
 /// from larger boxes).
 pub const TILE_MAX_FACE_PX: i32 = 58;
-/// Raw hits a box found in a tile needs (the whole-frame search: 5). A small face
-/// gets few hits at the 2 px steps of the smallest boxes, and with 5 the scale
-/// sweep (`facekp bench --scale-sweep`) found fewer of them. The extra false boxes are
-/// held to the CNN's stricter threshold for wide searches
-/// ([`crate::face::Search::Wide`]).
-pub const TILE_MIN_NEIGHBORS: i32 = 2;
 /// Neighbouring tiles overlap by this, tile pixels, so that a face up to
 /// [`TILE_MAX_FACE_PX`] is whole in one of them.
 pub const TILE_OVERLAP_PX: f32 = 60.0;
@@ -118,6 +117,64 @@ fn level_tiles(w: f32, h: f32, scale: f32) -> Vec<Tile> {
     let (xs, ys) = (cuts(w), cuts(h));
     let rect = |&(x, tw): &(f32, f32), &(y, th): &(f32, f32)| Rect::new(x, y, tw, th);
     ys.iter().flat_map(|y| xs.iter().map(move |x| Tile { region: rect(x, y), scale })).collect()
+}
+
+/// How strongly the cascade backs a box.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Evidence {
+    /// More than [`HAAR_MIN_NEIGHBORS`] raw hits, in a whole-frame search.
+    Firm,
+    /// Fewer raw hits, or found in an HD tile (whose finer search fires on
+    /// clutter more often whatever its hits).
+    Faint,
+}
+
+/// How a new face was found. The wide searches, in turned copies of the image, in
+/// HD tiles and of faint boxes, fire on clutter more often than the firm upright
+/// whole-frame search, so their faces must be surer
+/// ([`crate::face::confident`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Search {
+    Upright,
+    Wide,
+}
+
+/// A box the cascade found, in frame pixels, and how strongly it backs it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Detection {
+    /// The box, turned by the roll of the image copy it was found in.
+    pub face_box: FaceBox,
+    pub evidence: Evidence,
+}
+
+impl Detection {
+    /// A firm box of the upright search: what the cascade finds in a plain frame.
+    pub fn firm(face_box: FaceBox) -> Detection {
+        Detection { face_box, evidence: Evidence::Firm }
+    }
+
+    /// The search whose threshold a new face from this box must meet: upright for
+    /// a firm level box, wide for the rest.
+    pub fn search(&self) -> Search {
+        if self.evidence == Evidence::Firm && self.face_box.roll_rad == 0.0 {
+            Search::Upright
+        } else {
+            Search::Wide
+        }
+    }
+
+    /// Whether a detector run that finds this box has seen a face there again, for
+    /// the face a track follows: firm boxes only, since a faint one may be clutter
+    /// beside it.
+    pub fn confirms(&self) -> bool {
+        self.evidence == Evidence::Firm
+    }
+}
+
+/// A box in the image the cascade searched, with its raw hits.
+struct CascadeBox {
+    rect: Rect,
+    hits: i32,
 }
 
 /// Which turns of the image a detector run searches.
@@ -191,7 +248,7 @@ impl HaarDetector {
         let min = ((expected * 0.6) as i32).max(HAAR_MIN_FACE_PX);
         let max = ((expected * 1.6) as i32).max(min + 1);
         let boxes = self.cascade_boxes(&view.image, Size::new(min, min), Size::new(max, max), HAAR_MIN_NEIGHBORS)?;
-        Ok(boxes.into_iter().map(|b| view.back_to_frame(&b)).collect())
+        Ok(boxes.into_iter().map(|b| view.back_to_frame(&b.rect)).collect())
     }
 
     /// The tiles of a `w` x `h` frame for this detector's whole-frame resolution
@@ -201,19 +258,23 @@ impl HaarDetector {
     }
 
     /// Upright faces in `tile` of `gray`: the small faces the whole-frame search
-    /// cannot see.
-    pub fn detect_tile(&mut self, gray: &Mat, tile: &Tile) -> Result<Vec<FaceBox>, DetectError> {
+    /// cannot see. Every box is faint: a small face gets few hits at the 2 px
+    /// steps of the smallest boxes, so the tiles keep boxes of
+    /// [`FAINT_MIN_NEIGHBORS`] hits (with 5, the scale sweep found fewer faces).
+    pub fn detect_tile(&mut self, gray: &Mat, tile: &Tile) -> Result<Vec<Detection>, DetectError> {
         let Some(view) = TurnedView::of(gray, &FaceBox::level(tile.region), tile.scale)? else {
             return Ok(Vec::new());
         };
         let (min, max) = (Size::new(HAAR_MIN_FACE_PX, HAAR_MIN_FACE_PX), Size::new(TILE_MAX_FACE_PX, TILE_MAX_FACE_PX));
-        let boxes = self.cascade_boxes(&view.image, min, max, TILE_MIN_NEIGHBORS)?;
-        Ok(boxes.into_iter().map(|b| view.back_to_frame(&b)).collect())
+        let boxes = self.cascade_boxes(&view.image, min, max, FAINT_MIN_NEIGHBORS)?;
+        let faint = |b: CascadeBox| Detection { face_box: view.back_to_frame(&b.rect), evidence: Evidence::Faint };
+        Ok(boxes.into_iter().map(faint).collect())
     }
 
     /// Faces in an 8-bit gray frame, largest first, in frame pixels, searched at the
-    /// turns [`DetectorConfig::angles`] calls for on this run.
-    pub fn detect(&mut self, gray: &Mat) -> Result<Vec<FaceBox>, DetectError> {
+    /// turns [`DetectorConfig::angles`] calls for on this run: the firm boxes, and
+    /// the faint ones that overlap none of them.
+    pub fn detect(&mut self, gray: &Mat) -> Result<Vec<Detection>, DetectError> {
         let angles: Vec<f32> = match self.config.angles {
             AngleSearch::Upright => vec![0.0],
             AngleSearch::All => std::iter::once(0.0).chain(TURNED_SEARCH_DEG).collect(),
@@ -224,7 +285,8 @@ impl HaarDetector {
         for deg in angles {
             found.extend(self.detect_turned(gray, deg.to_radians())?);
         }
-        found.sort_by(|a, b| b.upright.area().total_cmp(&a.upright.area()));
+        let mut found = without_faint_duplicates(found);
+        found.sort_by(|a, b| b.face_box.upright.area().total_cmp(&a.face_box.upright.area()));
         Ok(found)
     }
 
@@ -232,7 +294,7 @@ impl HaarDetector {
     /// `-roll_rad` (so they are upright), on a canvas that holds all of it,
     /// downscaled to as many pixels as the upright search's image (at most
     /// `max_width` wide), so that a turned run costs what an upright one does.
-    fn detect_turned(&mut self, gray: &Mat, roll_rad: f32) -> Result<Vec<FaceBox>, DetectError> {
+    fn detect_turned(&mut self, gray: &Mat, roll_rad: f32) -> Result<Vec<Detection>, DetectError> {
         let (w, h) = (gray.cols().max(1) as f32, gray.rows().max(1) as f32);
         let centre = Point::new(w / 2.0, h / 2.0);
         // The turned frame's size: the frame's bounds as seen turned by `roll_rad`.
@@ -244,23 +306,57 @@ impl HaarDetector {
             return Ok(Vec::new());
         };
         let min = Size::new(HAAR_MIN_FACE_PX, HAAR_MIN_FACE_PX);
-        let boxes = self.cascade_boxes(&view.image, min, Size::default(), HAAR_MIN_NEIGHBORS)?;
-        Ok(boxes.into_iter().map(|b| view.back_to_frame(&b)).collect())
+        let boxes = self.cascade_boxes(&view.image, min, Size::default(), FAINT_MIN_NEIGHBORS)?;
+        let detection = |b: CascadeBox| Detection {
+            face_box: view.back_to_frame(&b.rect),
+            evidence: if b.hits > HAAR_MIN_NEIGHBORS { Evidence::Firm } else { Evidence::Faint },
+        };
+        Ok(boxes.into_iter().map(detection).collect())
     }
 
     /// The cascade on a histogram-equalised copy of `gray`: boxes between `min` and
-    /// `max` in size (`max` 0: no limit), largest first, in `gray`'s pixels.
-    /// `neighbors`: raw hits a box needs.
-    fn cascade_boxes(&mut self, gray: &Mat, min: Size, max: Size, neighbors: i32) -> Result<Vec<Rect>, DetectError> {
+    /// `max` in size (`max` 0: no limit) with more than `neighbors` raw hits,
+    /// largest first, in `gray`'s pixels. OpenCV groups the raw hits the same way
+    /// whatever `neighbors` is, so the boxes with more than 5 hits of a search at 2
+    /// are those of a search at 5.
+    fn cascade_boxes(
+        &mut self,
+        gray: &Mat,
+        min: Size,
+        max: Size,
+        neighbors: i32,
+    ) -> Result<Vec<CascadeBox>, DetectError> {
         let mut equalized = Mat::default();
         imgproc::equalize_hist(gray, &mut equalized)?;
-        let mut found = Vector::<opencv::core::Rect>::new();
-        self.cascade.detect_multi_scale(&equalized, &mut found, HAAR_SCALE_FACTOR, neighbors, 0, min, max)?;
-        let mut boxes: Vec<Rect> =
-            found.iter().map(|r| Rect::new(r.x as f32, r.y as f32, r.width as f32, r.height as f32)).collect();
-        boxes.sort_by(|a, b| b.area().total_cmp(&a.area()));
+        let (mut found, mut hits) = (Vector::<opencv::core::Rect>::new(), Vector::<i32>::new());
+        self.cascade.detect_multi_scale2(
+            &equalized,
+            &mut found,
+            &mut hits,
+            HAAR_SCALE_FACTOR,
+            neighbors,
+            0,
+            min,
+            max,
+        )?;
+        let rect = |r: opencv::core::Rect| Rect::new(r.x as f32, r.y as f32, r.width as f32, r.height as f32);
+        let mut boxes: Vec<CascadeBox> =
+            found.iter().zip(hits.iter()).map(|(r, hits)| CascadeBox { rect: rect(r), hits }).collect();
+        boxes.sort_by(|a, b| b.rect.area().total_cmp(&a.rect.area()));
         Ok(boxes)
     }
+}
+
+/// How much of a faint box may overlap a firm one (of the smaller's area) before
+/// it counts as the same face, or as a part of it (the chin or mouth the cascade
+/// fires on).
+const FAINT_OVERLAP: f32 = 0.3;
+
+/// `found` without the faint boxes that overlap a firm one.
+fn without_faint_duplicates(found: Vec<Detection>) -> Vec<Detection> {
+    let firm: Vec<FaceBox> = found.iter().filter(|d| d.confirms()).map(|d| d.face_box).collect();
+    let apart = |d: &Detection| firm.iter().all(|f| f.overlap_of_smaller(&d.face_box) <= FAINT_OVERLAP);
+    found.into_iter().filter(|d| d.confirms() || apart(d)).collect()
 }
 
 /// The angle a [`AngleSearch::Cycle`] detector searches on run `run`, degrees:
@@ -342,6 +438,36 @@ fn turn_about(centre: Point, angle_rad: f32, w: f32, h: f32) -> Affine {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn detection(x: f32, y: f32, side: f32, roll_rad: f32, evidence: Evidence) -> Detection {
+        let face_box = FaceBox::around(Point::new(x, y), side, side, roll_rad);
+        Detection { face_box, evidence }
+    }
+
+    /// A firm level box is an upright search; a turned or faint one a wide search,
+    /// and only firm boxes confirm a track.
+    #[test]
+    fn evidence_and_roll_decide_the_search() {
+        let firm = detection(100.0, 100.0, 80.0, 0.0, Evidence::Firm);
+        assert_eq!((firm.search(), firm.confirms()), (Search::Upright, true));
+        let turned = detection(100.0, 100.0, 80.0, 0.5, Evidence::Firm);
+        assert_eq!((turned.search(), turned.confirms()), (Search::Wide, true));
+        let faint = detection(100.0, 100.0, 80.0, 0.0, Evidence::Faint);
+        assert_eq!((faint.search(), faint.confirms()), (Search::Wide, false));
+    }
+
+    /// A faint box on a firm one's face (the same face, or its chin) goes; faint
+    /// boxes elsewhere, and firm boxes that overlap, stay.
+    #[test]
+    fn faint_boxes_on_a_firm_face_are_dropped() {
+        let face = detection(200.0, 200.0, 100.0, 0.0, Evidence::Firm);
+        let chin = detection(200.0, 250.0, 40.0, 0.0, Evidence::Faint);
+        let same = detection(205.0, 195.0, 110.0, 0.2, Evidence::Faint);
+        let beside = detection(320.0, 200.0, 60.0, 0.0, Evidence::Faint);
+        let firm_beside = detection(260.0, 200.0, 60.0, 0.0, Evidence::Firm);
+        let kept = without_faint_duplicates(vec![face, chin, same, beside, firm_beside]);
+        assert_eq!(kept, vec![face, beside, firm_beside]);
+    }
 
     /// Each level of tiles covers the whole frame, and a face up to the level's
     /// largest box is whole in one of its tiles; the levels reach from 40 px faces

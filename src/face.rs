@@ -3,6 +3,7 @@
 //! overlay; and the step from detector-like boxes to keypoints that `run` and
 //! `eval` share.
 
+use crate::detect::Search;
 use crate::geometry::{frame_points_from_unit, CropSquare, FaceBox, Point, Rect};
 use crate::imageops;
 use crate::model::{Inference, Keypointer};
@@ -52,26 +53,6 @@ pub fn box_for_points(model: &Keypointer, points: &[Point]) -> FaceBox {
 /// The largest heatmap spread (second pass) of a new face found by a wide search,
 /// for a model whose config sets no `max_turned_spread`.
 pub const TURNED_MAX_SPREAD: f32 = 0.12;
-
-/// How a new face was found. The wide searches, in turned copies of the image and
-/// in HD tiles (which keep boxes with fewer raw hits), fire on clutter more often
-/// than the upright whole-frame search, so their faces must be surer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Search {
-    Upright,
-    Wide,
-}
-
-impl Search {
-    /// The search a whole-frame detection came from: wide when it is turned.
-    pub fn of_box(detection: &FaceBox) -> Search {
-        if detection.roll_rad == 0.0 {
-            Search::Upright
-        } else {
-            Search::Wide
-        }
-    }
-}
 
 /// Whether a new face found by `search` with heatmap `spread` is one: within the
 /// model's face threshold (`ModelConfig::max_spread`; none set: every face is) and,

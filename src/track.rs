@@ -32,6 +32,7 @@
 //!
 //! This module knows neither OpenCV nor libtorch: it plans crops and judges points.
 
+use crate::detect::{Detection, Search};
 use crate::face::Face;
 use crate::geometry::{CropPrior, FaceBox, Point, Rect};
 use crate::pose::{HeadPose, Openness};
@@ -92,11 +93,9 @@ pub enum CropMode {
 /// Where a candidate crop came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Origin {
-    /// A detector box of a whole-frame search that continues no track.
-    Fresh,
-    /// A detector box of a tile search (HD frames, small faces) that continues no
-    /// track.
-    FreshInTile,
+    /// A detector box that continues no track, and the search whose threshold its
+    /// face must meet.
+    Fresh(Search),
     /// An existing track, cropped from its own points (tracking).
     Tracked,
     /// An existing track, cropped from the detector box that matched it (no tracking).
@@ -106,7 +105,7 @@ pub enum Origin {
 impl Origin {
     /// A new face, not a track's.
     pub fn is_fresh(self) -> bool {
-        matches!(self, Origin::Fresh | Origin::FreshInTile)
+        matches!(self, Origin::Fresh(_))
     }
 }
 
@@ -119,6 +118,13 @@ pub struct Candidate {
     /// Index into the tracker's tracks for `Tracked` and `Redetected`.
     pub track: Option<usize>,
     pub origin: Origin,
+}
+
+impl Candidate {
+    /// A new face's crop, from a detection that continues no track.
+    fn fresh(detection: Detection) -> Candidate {
+        Candidate { face_box: detection.face_box, track: None, origin: Origin::Fresh(detection.search()) }
+    }
 }
 
 /// A candidate the CNN found a plausible face in: its points (frame pixels), the
@@ -233,8 +239,8 @@ impl Tracker {
 
     /// The crops of a frame: every live track (tracking), plus the detections that
     /// continue no track, when the detector ran (`detections`). Tracks the detector
-    /// ran past without seeing too often are dropped here.
-    pub fn plan(&mut self, detections: Option<&[FaceBox]>) -> Vec<Candidate> {
+    /// ran past without a firm box on them too often are dropped here.
+    pub fn plan(&mut self, detections: Option<&[Detection]>) -> Vec<Candidate> {
         let mut candidates = Vec::new();
         let Some(detections) = detections else {
             if self.crops == CropMode::Keypoints {
@@ -246,8 +252,10 @@ impl Tracker {
             }
             return candidates;
         };
-        let (matched, fresh) = self.match_detections(detections);
-        candidates.extend(fresh.into_iter().map(|d| Candidate { face_box: d, track: None, origin: Origin::Fresh }));
+        let (firm, faint): (Vec<Detection>, Vec<Detection>) = detections.iter().partition(|d| d.confirms());
+        let (matched, fresh) = self.match_detections(&firm);
+        candidates.extend(fresh.into_iter().map(Candidate::fresh));
+        candidates.extend(self.new_faces(&faint));
         for (k, t) in self.tracks.iter_mut().enumerate() {
             match matched[k] {
                 Some(d) => {
@@ -255,7 +263,7 @@ impl Tracker {
                     let (face_box, origin) = if self.crops == CropMode::Keypoints {
                         (t.predicted_box(), Origin::Tracked)
                     } else {
-                        (d, Origin::Redetected)
+                        (d.face_box, Origin::Redetected)
                     };
                     candidates.push(Candidate { face_box, track: Some(k), origin });
                 }
@@ -275,22 +283,23 @@ impl Tracker {
         candidates
     }
 
-    /// Fresh candidates for the boxes of a tile search (part of the frame) that
-    /// continue no track; tracks are not judged by it.
-    pub fn new_faces_in_tile(&self, boxes: &[FaceBox]) -> Vec<Candidate> {
-        let (_, fresh) = self.match_detections(boxes);
-        fresh.into_iter().map(|d| Candidate { face_box: d, track: None, origin: Origin::FreshInTile }).collect()
+    /// Fresh candidates for the `detections` that continue no track: the faint
+    /// boxes of a whole-frame search, or the boxes of a tile search (part of the
+    /// frame). Tracks are not judged by them.
+    pub fn new_faces(&self, detections: &[Detection]) -> Vec<Candidate> {
+        let (_, fresh) = self.match_detections(detections);
+        fresh.into_iter().map(Candidate::fresh).collect()
     }
 
     /// Each track's matching detection (greedy by IoU with its predicted box, at
     /// least [`TrackerParams::match_iou`]), and the detections that match no track.
-    fn match_detections(&self, detections: &[FaceBox]) -> (Vec<Option<FaceBox>>, Vec<FaceBox>) {
-        let mut matched: Vec<Option<FaceBox>> = vec![None; self.tracks.len()];
+    fn match_detections(&self, detections: &[Detection]) -> (Vec<Option<Detection>>, Vec<Detection>) {
+        let mut matched: Vec<Option<Detection>> = vec![None; self.tracks.len()];
         let mut fresh = Vec::new();
         for d in detections {
             let best = (0..self.tracks.len())
                 .filter(|&k| matched[k].is_none())
-                .map(|k| (k, self.tracks[k].predicted_box().iou(d)))
+                .map(|k| (k, self.tracks[k].predicted_box().iou(&d.face_box)))
                 .filter(|&(_, iou)| iou >= self.params.match_iou)
                 .max_by(|a, b| a.1.total_cmp(&b.1));
             match best {
@@ -301,14 +310,15 @@ impl Tracker {
         (matched, fresh)
     }
 
-    /// Where the tracks that neither a box of `detections` nor the CNN confirms
+    /// Where the tracks that neither a firm box of `detections` nor the CNN confirms
     /// should be (tracking only): the faces a whole-frame detector run missed, to
     /// look for again closely before counting a miss.
-    pub fn unconfirmed(&self, detections: &[FaceBox]) -> Vec<FaceBox> {
+    pub fn unconfirmed(&self, detections: &[Detection]) -> Vec<FaceBox> {
         if self.crops != CropMode::Keypoints {
             return Vec::new();
         }
-        let (matched, _) = self.match_detections(detections);
+        let firm: Vec<Detection> = detections.iter().filter(|d| d.confirms()).copied().collect();
+        let (matched, _) = self.match_detections(&firm);
         let missed = self.tracks.iter().zip(matched).filter(|(t, m)| m.is_none() && !t.sure);
         missed.map(|(t, _)| t.predicted_box()).collect()
     }
@@ -400,6 +410,7 @@ impl Tracker {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::detect::Evidence;
 
     fn prior() -> CropPrior {
         CropPrior {
@@ -429,9 +440,9 @@ mod tests {
         Tracker::new(prior(), TrackerParams::default(), None, crops)
     }
 
-    /// Detector boxes of level faces.
-    fn level(boxes: &[Rect]) -> Vec<FaceBox> {
-        boxes.iter().map(|b| FaceBox::level(*b)).collect()
+    /// Firm detector boxes of level faces.
+    fn level(boxes: &[Rect]) -> Vec<Detection> {
+        boxes.iter().map(|b| Detection::firm(FaceBox::level(*b))).collect()
     }
 
     /// A candidate fitted with `points` of a level face.
@@ -560,6 +571,31 @@ mod tests {
         assert!(t.plan(Some(&[])).is_empty());
     }
 
+    /// A faint box on a track neither confirms it nor starts a second face; one
+    /// elsewhere is a new face held to the wide search's threshold.
+    #[test]
+    fn faint_boxes_only_find_new_faces() {
+        let mut t = tracker(CropMode::Keypoints);
+        let b = Rect::new(100.0, 50.0, 120.0, 120.0);
+        frame(&mut t, Some(&[b]), b, 0.0);
+        let far = Rect::new(400.0, 50.0, 120.0, 120.0);
+        let faint: Vec<Detection> =
+            level(&[b, far]).into_iter().map(|d| Detection { evidence: Evidence::Faint, ..d }).collect();
+        assert_eq!(t.unconfirmed(&faint).len(), 1, "a faint box does not confirm the track");
+        let plan = t.plan(Some(&faint));
+        let origins: Vec<Origin> = plan.iter().map(|c| c.origin).collect();
+        assert_eq!(origins, vec![Origin::Fresh(Search::Wide), Origin::Tracked], "{plan:?}");
+        assert!(plan[0].face_box.upright.iou(&far) > 0.99);
+        let kept = plan.into_iter().filter(|c| c.track.is_some()).map(|c| fitted(c, points_for_box(b))).collect();
+        assert_eq!(t.update(kept, 33.0).len(), 1);
+        // That run counted as a miss: the track goes one run before the limit.
+        let alive: Vec<bool> = (1..TrackerParams::default().max_missed_detections)
+            .map(|i| !frame(&mut t, Some(&[]), b, 33.0 * (i + 1) as f64).is_empty())
+            .collect();
+        assert_eq!(alive.last(), Some(&false), "{alive:?}");
+        assert!(alive[..alive.len() - 1].iter().all(|a| *a), "{alive:?}");
+    }
+
     #[test]
     fn tracks_no_detection_matches_are_listed_for_a_closer_look() {
         let mut t = tracker(CropMode::Keypoints);
@@ -598,10 +634,8 @@ mod tests {
         // Haar fires on the lower half of the face; the CNN fits a small face there.
         let chin = Rect::new(130.0, 120.0, 60.0, 60.0);
         let plan = t.plan(Some(&level(&[chin])));
-        let kept = plan
-            .into_iter()
-            .map(|c| fitted(c, points_for_box(if c.origin == Origin::Fresh { chin } else { b })))
-            .collect();
+        let kept =
+            plan.into_iter().map(|c| fitted(c, points_for_box(if c.origin.is_fresh() { chin } else { b }))).collect();
         let faces = t.update(kept, 33.0);
         assert_eq!(faces.iter().map(|f| f.track).collect::<Vec<_>>(), vec![first]);
     }

@@ -119,19 +119,23 @@ fn bf16_inference_finds_the_f32_points() {
 
 /// `facekp eval` on the val splits of ../shared/datasets with Haar boxes (as `run`
 /// finds faces): the shipped models keep their accuracy, NME at most 0.041 on
-/// ytf68, 0.037 on helen68 and 0.035 on lfpw68 (68 points; measured 0.0389,
-/// 0.0353, 0.0328) and 0.040 on ytf68 (15 points; 0.0379), far below dlib's
+/// ytf68, 0.037 on helen68 and 0.035 on lfpw68 (68 points; measured 0.0391,
+/// 0.0354, 0.0328) and 0.040 on ytf68 (15 points; 0.0357), far below dlib's
 /// 68-point predictor measured the same way on ytf68 (0.068, and 0.061 for the
-/// 15 derived points). The detector finds at least
-/// 90% of the faces and under 3% of them fail (NME > 0.1). No shift of every
+/// 15 derived points). The detector, with the CNN's face check, finds at least 97%
+/// of the faces (measured 98.1%, 98.5% and 100% for 68 points, 98.1% for 15), and
+/// under 3% of them fail (NME > 0.1). No shift of every
 /// point remains: the mean signed error is within 0.005 of the inter-ocular
 /// distance in x and y (the models trained without a label origin were at
 /// -0.025 in x on ytf68).
 #[test]
 fn shipped_models_beat_dlib_and_reach_the_targets_on_the_val_splits() {
-    for (points, set, max_nme) in
-        [("68", "ytf68", 0.041), ("68", "helen68", 0.037), ("68", "lfpw68", 0.035), ("15", "ytf68", 0.040)]
-    {
+    for (points, set, max_nme, min_detected) in [
+        ("68", "ytf68", 0.041, 0.97),
+        ("68", "helen68", 0.037, 0.97),
+        ("68", "lfpw68", 0.035, 0.97),
+        ("15", "ytf68", 0.040, 0.97),
+    ] {
         let csv = shared(&format!("datasets/{set}/val.csv"));
         let out = bin().args(["eval", "--points", points, "--json", "--csv"]).arg(&csv).output().unwrap();
         assert!(out.status.success(), "eval {points} {set}: {}", stderr(&out));
@@ -145,21 +149,22 @@ fn shipped_models_beat_dlib_and_reach_the_targets_on_the_val_splits() {
             report["precision"]
         );
         assert!(nme <= max_nme, "{points}-point on {set}: NME {nme:.4}, target {max_nme}");
-        assert!(detected >= 0.9 * faces, "{points}-point on {set}: {detected} of {faces} detected");
+        assert!(detected >= min_detected * faces, "{points}-point on {set}: {detected} of {faces} detected");
         assert!(failures < 0.03, "{points}-point on {set}: failure rate {failures:.4}");
         assert!(bias.iter().all(|b| b.abs() < 0.005), "{points}-point on {set}: every point shifted by {bias:?}");
     }
 }
 
-/// The Haar detector finds the seated man in the einstein photo and not Einstein's
-/// tilted face: matching by IoU keeps the wrong face out of the evaluation.
+/// The upright cascade does not find Einstein's tilted face in the einstein photo:
+/// its boxes lie below it (a firm one on the lectern, a faint one on his coat),
+/// and matching by IoU keeps them out of the evaluation.
 #[test]
 fn detections_are_matched_to_the_annotated_face_only() {
     let gray = imageops::read_gray(&data("einstein.jpg")).unwrap().unwrap();
     let truth68 = read_pts(&data("einstein.pts")).unwrap();
     let mut det = HaarDetector::new(Path::new(DEFAULT_CASCADE), DetectorConfig::default()).unwrap();
     let found = det.detect(&gray).unwrap();
-    assert_eq!(found.len(), 1, "{found:?}");
-    assert!(found[0].upright.y > 400.0, "the seated man, lower in the photo: {found:?}");
+    assert!(!found.is_empty());
+    assert!(found.iter().all(|d| d.face_box.upright.y > 400.0), "below his face (y 282-381): {found:?}");
     assert_eq!(match_detection(&found, &truth68), None);
 }

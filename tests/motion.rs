@@ -5,7 +5,7 @@
 
 use crate::util::*;
 use facekp::dataset::read_pts;
-use facekp::detect::{AngleSearch, DetectorConfig, HaarDetector, DEFAULT_CASCADE};
+use facekp::detect::{AngleSearch, Detection, DetectorConfig, HaarDetector, DEFAULT_CASCADE};
 use facekp::eval::nme;
 use facekp::geometry::{Affine, FaceBox, Point, Rect};
 use facekp::imageops;
@@ -62,7 +62,7 @@ fn pan(stage: &mut FaceStage, photo: &Photo, px_per_frame: f32) -> (f64, f64) {
         let moved = (n + 1).saturating_sub(HOLD_FRAMES) as f32;
         let (frame, truth) = photo.frame(Point::new(start + px_per_frame * moved, 240.0));
         let prior = stage.model().config().crop;
-        let first = [FaceBox::level(prior.detection_for_points(&truth))];
+        let first = [Detection::firm(FaceBox::level(prior.detection_for_points(&truth)))];
         let found = Found { frame: (n == 0).then_some(&first[..]), tile: &[] };
         let faces = stage.process(&frame, found, n as f64 * 1000.0 / 30.0).unwrap().faces;
         let best = faces

@@ -7,7 +7,7 @@
 pub mod pose;
 
 use crate::dataset;
-use crate::detect::{DetectorConfig, HaarDetector};
+use crate::detect::{Detection, DetectorConfig, HaarDetector};
 use crate::face;
 use crate::geometry::{FaceBox, Point, Rect};
 use crate::imageops;
@@ -33,12 +33,12 @@ pub const MATCH_IOU: f32 = 0.3;
 
 /// The detection that matches `points`, if any: the highest IoU with the true
 /// points' box (turned as the detection is), at least [`MATCH_IOU`].
-pub fn match_detection(detections: &[FaceBox], points68: &[Point]) -> Option<FaceBox> {
+pub fn match_detection(detections: &[Detection], points68: &[Point]) -> Option<Detection> {
     detections
         .iter()
         .map(|d| {
-            let upright: Vec<Point> = points68.iter().map(|p| p.turned(-d.roll_rad)).collect();
-            (d.upright.iou(&Rect::bounding(&upright)), *d)
+            let upright: Vec<Point> = points68.iter().map(|p| p.turned(-d.face_box.roll_rad)).collect();
+            (d.face_box.upright.iou(&Rect::bounding(&upright)), *d)
         })
         .filter(|(iou, _)| *iou >= MATCH_IOU)
         .max_by(|a, b| a.0.total_cmp(&b.0))
@@ -139,7 +139,7 @@ pub fn evaluate(model: &Keypointer, opts: &EvalOptions) -> Result<EvalReport> {
                 Some(det) => det,
                 None => continue,
             },
-            None => FaceBox::level(model.config().crop.detection_for_points(&truth)),
+            None => Detection::firm(FaceBox::level(model.config().crop.detection_for_points(&truth))),
         };
         let timer = Instant::now();
         let found = fit_face(model, &gray, detection, opts.boxes)?;
@@ -212,24 +212,28 @@ fn two_passes(model: &Keypointer, gray: &Mat, detection: FaceBox) -> Result<face
 /// The points `model` finds in `detection` of `gray`. With Haar boxes, as `run`
 /// treats a new detection: a second pass cropped from the first points, and
 /// `None` when the model is not sure of a face there.
-fn fit_face(model: &Keypointer, gray: &Mat, detection: FaceBox, boxes: Boxes) -> Result<Option<Vec<Point>>> {
+fn fit_face(model: &Keypointer, gray: &Mat, detection: Detection, boxes: Boxes) -> Result<Option<Vec<Point>>> {
     if boxes == Boxes::Truth {
-        return Ok(face::faces_in_boxes(model, gray, &[detection])?.into_iter().next().map(|f| f.points));
+        return Ok(face::faces_in_boxes(model, gray, &[detection.face_box])?.into_iter().next().map(|f| f.points));
     }
-    let fit = two_passes(model, gray, detection)?;
-    Ok(face::confident(model, fit.spread, face::Search::of_box(&detection)).then_some(fit.points))
+    let search = detection.search();
+    let fit = two_passes(model, gray, detection.face_box)?;
+    Ok(face::confident(model, fit.spread, search).then_some(fit.points))
 }
 
 /// The points `model` finds on the mirror image of `gray` in the mirror image of
-/// `detection` (that image's pixels, with the label origin as for the original).
-fn fit_mirrored(model: &Keypointer, gray: &Mat, detection: FaceBox, boxes: Boxes) -> Result<Option<Vec<Point>>> {
-    let detection = detection.bounds_in_frame();
+/// `detection` (that image's pixels, with the label origin as for the original),
+/// held to the same search's threshold.
+fn fit_mirrored(model: &Keypointer, gray: &Mat, detection: Detection, boxes: Boxes) -> Result<Option<Vec<Point>>> {
+    let evidence = detection.evidence;
+    let detection = detection.face_box.bounds_in_frame();
     let mut mirror = Mat::default();
     opencv::core::flip(gray, &mut mirror, 1)?;
     // Pixel u maps to width - 1 - u, so a box's left edge x goes to width - 1 - (x + w).
     let right = gray.cols() as f32 - 1.0 - (detection.x + detection.w);
     let box_in_mirror = Rect::new(right, detection.y, detection.w, detection.h);
-    let found = fit_face(model, &mirror, FaceBox::level(box_in_mirror), boxes)?;
+    let in_mirror = Detection { face_box: FaceBox::level(box_in_mirror), evidence };
+    let found = fit_face(model, &mirror, in_mirror, boxes)?;
     Ok(found.map(|f| f.iter().map(|&p| p + model.label_origin()).collect()))
 }
 
@@ -363,7 +367,7 @@ mod tests {
         let far = Rect::new(200.0, 200.0, 40.0, 40.0);
         let near = Rect::new(12.0, 12.0, 40.0, 40.0);
         let exact = Rect::new(10.0, 10.0, 40.0, 40.0);
-        let level = |r: Rect| FaceBox::level(r);
+        let level = |r: Rect| Detection::firm(FaceBox::level(r));
         assert_eq!(match_detection(&[level(far)], &pts), None);
         assert_eq!(match_detection(&[level(far), level(near), level(exact)], &pts), Some(level(exact)));
     }

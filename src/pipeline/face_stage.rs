@@ -2,7 +2,7 @@
 //! keep the plausible faces and solve their head poses. Frame pixels throughout.
 
 use super::timer::StageTimer;
-use crate::detect::HaarDetector;
+use crate::detect::{Detection, HaarDetector, Search};
 use crate::face::{self, Face, StageTimes};
 use crate::geometry::{FaceBox, Point};
 use crate::model::Keypointer;
@@ -31,15 +31,15 @@ pub struct FaceStage {
 /// `tile` when it searched one tile of it (HD frames, small faces).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Found<'a> {
-    pub frame: Option<&'a [FaceBox]>,
-    pub tile: &'a [FaceBox],
+    pub frame: Option<&'a [Detection]>,
+    pub tile: &'a [Detection],
 }
 
 /// What one frame's searches found, owned (see [`Found`]).
 #[derive(Debug, Clone, Default)]
 pub struct Searched {
-    pub frame: Option<Vec<FaceBox>>,
-    pub tile: Vec<FaceBox>,
+    pub frame: Option<Vec<Detection>>,
+    pub tile: Vec<Detection>,
 }
 
 impl Searched {
@@ -106,13 +106,13 @@ impl FaceStage {
         let timer = StageTimer::start();
         let mut plan = self.tracker.plan(confirmed.as_deref());
         let known: Vec<FaceBox> = plan.iter().map(|c| c.face_box).collect();
-        let tile_faces: Vec<FaceBox> = found
+        let tile_faces: Vec<Detection> = found
             .tile
             .iter()
-            .filter(|t| known.iter().all(|k| k.iou(t) < self.tracker.params().match_iou))
+            .filter(|t| known.iter().all(|k| k.iou(&t.face_box) < self.tracker.params().match_iou))
             .copied()
             .collect();
-        plan.extend(self.tracker.new_faces_in_tile(&tile_faces));
+        plan.extend(self.tracker.new_faces(&tile_faces));
         let Inferred { mut kept, lost } = self.infer(gray, plan)?;
         times.infer_ms = timer.ms();
         if confirmed.is_none() && (lost || kept.is_empty()) {
@@ -131,10 +131,10 @@ impl FaceStage {
 
     /// The detector's `found` boxes plus, for each tracked face they missed (small,
     /// or blurred by the downscale), what a closer search around its track finds.
-    fn look_closer(&mut self, gray: &Mat, found: &[FaceBox]) -> Result<Vec<FaceBox>> {
+    fn look_closer(&mut self, gray: &Mat, found: &[Detection]) -> Result<Vec<Detection>> {
         let mut confirmed = found.to_vec();
         for predicted in self.tracker.unconfirmed(found) {
-            confirmed.extend(self.detector.detect_near(gray, &predicted)?);
+            confirmed.extend(self.detector.detect_near(gray, &predicted)?.into_iter().map(Detection::firm));
         }
         Ok(confirmed)
     }
@@ -152,8 +152,10 @@ impl FaceStage {
         let match_iou = self.tracker.params().match_iou;
         let fresh: Vec<Candidate> = found
             .into_iter()
-            .filter(|d| kept.iter().all(|f| prior.face_box_for_points(&f.points, f.roll_rad).iou(d) < match_iou))
-            .map(|d| Candidate { face_box: d, track: None, origin: Origin::Fresh })
+            .filter(|d| {
+                kept.iter().all(|f| prior.face_box_for_points(&f.points, f.roll_rad).iou(&d.face_box) < match_iou)
+            })
+            .map(|d| Candidate { face_box: d.face_box, track: None, origin: Origin::Fresh(d.search()) })
             .collect();
         let inferred = self.infer(gray, fresh)?;
         times.infer_ms += timer.ms();
@@ -218,10 +220,11 @@ fn tracker_params(model: &Keypointer) -> TrackerParams {
     TrackerParams { confirm_spread: model.config().max_turned_spread, ..TrackerParams::default() }
 }
 
-/// The search a fresh candidate came from: a tile's boxes count as a wide search.
-fn search_of(candidate: &Candidate) -> face::Search {
+/// The search a candidate's face must pass as a new face (a track's crop: upright,
+/// though only fresh ones are judged).
+fn search_of(candidate: &Candidate) -> Search {
     match candidate.origin {
-        Origin::FreshInTile => face::Search::Wide,
-        _ => face::Search::of_box(&candidate.face_box),
+        Origin::Fresh(search) => search,
+        _ => Search::Upright,
     }
 }

@@ -2,7 +2,7 @@
 //! training images, as the distribution training samples crops from
 //! ([`crate::geometry::CropPrior`]).
 
-use crate::detect::{DetectError, HaarDetector};
+use crate::detect::{DetectError, Detection, HaarDetector};
 use crate::eval::match_detection;
 use crate::geometry::{points_size, CropPrior, Point, Rect};
 use opencv::core::Mat;
@@ -44,7 +44,8 @@ pub struct PriorMeasurement {
     pub matched: usize,
 }
 
-/// Runs the detector on every image and fits the prior to the matched boxes.
+/// Runs the detector on every image and fits the prior to the matched firm boxes
+/// (the cascade's usual output, which the shipped priors were measured on).
 /// `points` are the model's points (68 or 15) of each face, `points68` all 68
 /// (for matching).
 pub fn measure(
@@ -57,9 +58,9 @@ pub fn measure(
 ) -> Result<PriorMeasurement, DetectError> {
     let mut offsets = Vec::new();
     for ((img, p68), p) in images.iter().zip(points68).zip(points) {
-        let dets = detector.detect(img)?;
-        if let Some(d) = match_detection(&dets, p68) {
-            offsets.push(offset_of(&d.upright, p));
+        let firm: Vec<Detection> = detector.detect(img)?.into_iter().filter(|d| d.confirms()).collect();
+        if let Some(d) = match_detection(&firm, p68) {
+            offsets.push(offset_of(&d.face_box.upright, p));
         }
         progress();
     }
