@@ -6,10 +6,12 @@
 //! searches copies of the image turned by [`TURNED_SEARCH_DEG`]: a face it finds
 //! there comes back as a [`FaceBox`] turned by that angle, whose crop is level.
 //! [`AngleSearch::Cycle`] spreads those angles over successive runs, so that no
-//! run costs more than one search. HD frames are also searched tile by tile at
-//! finer resolutions, for small faces ([`tiles`]).
+//! run costs more than one search. With a prior for its boxes, OpenCV's profile
+//! cascade joins the turned searches ([`ProfileSearch`]). HD frames are also
+//! searched tile by tile at finer resolutions, for small faces ([`tiles`]). Each
+//! box is firm or faint by its raw hits ([`Evidence`]).
 
-use crate::geometry::{Affine, FaceBox, Point, Rect};
+use crate::geometry::{Affine, CropPrior, FaceBox, Point, Rect};
 use opencv::core::{Mat, Size, Vector};
 use opencv::imgproc;
 use opencv::objdetect::CascadeClassifier;
@@ -19,6 +21,9 @@ use std::path::{Path, PathBuf};
 /// The cascade shipped in the repo (OpenCV's file, from Debian's opencv-data).
 pub const DEFAULT_CASCADE: &str =
     concat!(env!("CARGO_MANIFEST_DIR"), "/haarcascades/haarcascade_frontalface_default.xml");
+/// OpenCV's profile cascade (Debian's opencv-data): faces turned to one side, so
+/// it also searches the mirror image for the other ([`ProfileCascade`]).
+pub const PROFILE_CASCADE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/haarcascades/haarcascade_profileface.xml");
 /// Image pyramid step of `detectMultiScale`.
 pub const HAAR_SCALE_FACTOR: f64 = 1.1;
 /// Raw hits (neighbouring detections) above which a box is firm: the cascade's
@@ -71,6 +76,13 @@ pub const TILE_LEVEL_STEP: f32 = 1.6;
 /// scale sweep then found fewer faces (those at the top of the range get no hits
 /// from larger boxes).
 pub const TILE_MAX_FACE_PX: i32 = 58;
+/// Raw hits above which a box found in a tile is kept: a small face gets few hits
+/// at the 2 px steps of the smallest boxes. On the first 33 faces of the scale
+/// sweep (`facekp bench --scale-sweep`), 1 instead of [`FAINT_MIN_NEIGHBORS`]
+/// found 0.97 of the faces 48 px between the eyes instead of 0.88, and 0.88 at
+/// 32 px instead of 0.82, at the same speed; 5 found far fewer. The CNN's wide
+/// threshold rejects the extra clutter.
+pub const TILE_MIN_NEIGHBORS: i32 = 1;
 /// Neighbouring tiles overlap by this, tile pixels, so that a face up to
 /// [`TILE_MAX_FACE_PX`] is whole in one of them.
 pub const TILE_OVERLAP_PX: f32 = 60.0;
@@ -182,10 +194,11 @@ struct CascadeBox {
 pub enum AngleSearch {
     /// The image as it is.
     Upright,
-    /// One angle per run: upright every other run, and the turned angles in turn
-    /// in between (video: a rolled face is found within eight runs).
+    /// One search per run: upright every other run, and the turned angles (then
+    /// the profiles, if searched) in turn in between (video: a rolled face is
+    /// found within eight runs, twelve with profiles).
     Cycle,
-    /// Upright and every turned angle on each run (photos).
+    /// Upright, every turned angle and the profiles on each run (photos).
     All,
 }
 
@@ -207,20 +220,111 @@ pub struct HaarDetector {
     config: DetectorConfig,
     /// Runs so far, for [`AngleSearch::Cycle`].
     runs: usize,
+    /// The profile search, when the model has a prior for its boxes.
+    profile: Option<ProfileSearch>,
+}
+
+/// The cascade in `path`, checked.
+fn load_cascade(path: &Path) -> Result<CascadeClassifier, DetectError> {
+    if !path.is_file() {
+        return Err(DetectError::CascadeMissing { path: path.to_owned() });
+    }
+    // OpenCV logs its own parse errors to stderr; an empty classifier means failure.
+    let cascade = CascadeClassifier::new(path).map_err(|_| DetectError::CascadeInvalid { path: path.to_owned() })?;
+    if cascade.empty()? {
+        return Err(DetectError::CascadeInvalid { path: path.to_owned() });
+    }
+    Ok(cascade)
+}
+
+/// The image the profile cascade searches: as it is, or its mirror.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    AsIs,
+    Mirrored,
+}
+
+/// OpenCV's profile cascade, which finds faces turned to one side.
+pub struct ProfileCascade {
+    cascade: CascadeClassifier,
+}
+
+impl ProfileCascade {
+    pub fn load(path: &Path) -> Result<Self, DetectError> {
+        Ok(Self { cascade: load_cascade(path)? })
+    }
+
+    /// Its boxes on `gray` downscaled to at most `max_width` wide (on the mirror
+    /// image for [`Side::Mirrored`], mapped back to `gray`), in frame pixels, firm
+    /// and faint alike, largest first.
+    pub fn boxes(&mut self, gray: &Mat, max_width: u32, side: Side) -> Result<Vec<Rect>, DetectError> {
+        let (w, h) = (gray.cols().max(1) as f32, gray.rows().max(1) as f32);
+        let scale = (max_width as f32 / w).min(1.0);
+        let Some(view) = TurnedView::of(gray, &FaceBox::level(Rect::new(0.0, 0.0, w, h)), scale)? else {
+            return Ok(Vec::new());
+        };
+        let image = match side {
+            Side::AsIs => view.image.clone(),
+            Side::Mirrored => {
+                let mut mirror = Mat::default();
+                opencv::core::flip(&view.image, &mut mirror, 1)?;
+                mirror
+            }
+        };
+        let min = Size::new(HAAR_MIN_FACE_PX, HAAR_MIN_FACE_PX);
+        let boxes = cascade_boxes(&mut self.cascade, &image, min, Size::default(), FAINT_MIN_NEIGHBORS)?;
+        let unmirror = |r: Rect| match side {
+            Side::AsIs => r,
+            Side::Mirrored => Rect::new(image.cols() as f32 - r.x - r.w, r.y, r.w, r.h),
+        };
+        Ok(boxes.into_iter().map(|b| view.back_to_frame(&unmirror(b.rect)).upright).collect())
+    }
+}
+
+/// The profile cascade with the priors that turn its boxes into the boxes the
+/// frontal cascade would give the same faces, so that everything after the
+/// detector crops them alike.
+pub struct ProfileSearch {
+    cascade: ProfileCascade,
+    /// Where the profile cascade's box sits on a face found as the image is.
+    profile: CropPrior,
+    frontal: CropPrior,
+}
+
+impl ProfileSearch {
+    pub fn load(path: &Path, profile: CropPrior, frontal: CropPrior) -> Result<Self, DetectError> {
+        Ok(Self { cascade: ProfileCascade::load(path)?, profile, frontal })
+    }
+
+    /// The faces the profile cascade finds on `side` of `gray`, as frontal-like
+    /// faint boxes (a wide search: the cascade fires on clutter more often).
+    fn detect(&mut self, gray: &Mat, max_width: u32, side: Side) -> Result<Vec<Detection>, DetectError> {
+        let prior = if side == Side::Mirrored { self.profile.mirrored() } else { self.profile };
+        let frontal_like = |r: Rect| Detection {
+            face_box: FaceBox::level(prior.converted(&r, &self.frontal)),
+            evidence: Evidence::Faint,
+        };
+        Ok(self.cascade.boxes(gray, max_width, side)?.into_iter().map(frontal_like).collect())
+    }
+}
+
+/// One search of a detector run: the frontal cascade on the frame turned by
+/// degrees, or the profile cascade on one side.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Step {
+    Turned(f32),
+    Profile(Side),
 }
 
 impl HaarDetector {
     pub fn new(path: &Path, config: DetectorConfig) -> Result<Self, DetectError> {
-        if !path.is_file() {
-            return Err(DetectError::CascadeMissing { path: path.to_owned() });
-        }
-        // OpenCV logs its own parse errors to stderr; an empty classifier means failure.
-        let cascade =
-            CascadeClassifier::new(path).map_err(|_| DetectError::CascadeInvalid { path: path.to_owned() })?;
-        if cascade.empty()? {
-            return Err(DetectError::CascadeInvalid { path: path.to_owned() });
-        }
-        Ok(Self { cascade, config, runs: 0 })
+        Ok(Self { cascade: load_cascade(path)?, config, runs: 0, profile: None })
+    }
+
+    /// Also searches for profiles, as further steps of the turned searches
+    /// ([`AngleSearch::Cycle`] and [`AngleSearch::All`]).
+    pub fn search_profiles(&mut self, profile: ProfileSearch) {
+        self.profile = Some(profile);
     }
 
     /// Searches `angles` from the next run on (starting a cycle afresh).
@@ -247,7 +351,13 @@ impl HaarDetector {
         let expected = around.upright.w * scale;
         let min = ((expected * 0.6) as i32).max(HAAR_MIN_FACE_PX);
         let max = ((expected * 1.6) as i32).max(min + 1);
-        let boxes = self.cascade_boxes(&view.image, Size::new(min, min), Size::new(max, max), HAAR_MIN_NEIGHBORS)?;
+        let boxes = cascade_boxes(
+            &mut self.cascade,
+            &view.image,
+            Size::new(min, min),
+            Size::new(max, max),
+            HAAR_MIN_NEIGHBORS,
+        )?;
         Ok(boxes.into_iter().map(|b| view.back_to_frame(&b.rect)).collect())
     }
 
@@ -258,15 +368,13 @@ impl HaarDetector {
     }
 
     /// Upright faces in `tile` of `gray`: the small faces the whole-frame search
-    /// cannot see. Every box is faint: a small face gets few hits at the 2 px
-    /// steps of the smallest boxes, so the tiles keep boxes of
-    /// [`FAINT_MIN_NEIGHBORS`] hits (with 5, the scale sweep found fewer faces).
+    /// cannot see. Every box is faint.
     pub fn detect_tile(&mut self, gray: &Mat, tile: &Tile) -> Result<Vec<Detection>, DetectError> {
         let Some(view) = TurnedView::of(gray, &FaceBox::level(tile.region), tile.scale)? else {
             return Ok(Vec::new());
         };
         let (min, max) = (Size::new(HAAR_MIN_FACE_PX, HAAR_MIN_FACE_PX), Size::new(TILE_MAX_FACE_PX, TILE_MAX_FACE_PX));
-        let boxes = self.cascade_boxes(&view.image, min, max, FAINT_MIN_NEIGHBORS)?;
+        let boxes = cascade_boxes(&mut self.cascade, &view.image, min, max, TILE_MIN_NEIGHBORS)?;
         let faint = |b: CascadeBox| Detection { face_box: view.back_to_frame(&b.rect), evidence: Evidence::Faint };
         Ok(boxes.into_iter().map(faint).collect())
     }
@@ -275,19 +383,33 @@ impl HaarDetector {
     /// turns [`DetectorConfig::angles`] calls for on this run: the firm boxes, and
     /// the faint ones that overlap none of them.
     pub fn detect(&mut self, gray: &Mat) -> Result<Vec<Detection>, DetectError> {
-        let angles: Vec<f32> = match self.config.angles {
-            AngleSearch::Upright => vec![0.0],
-            AngleSearch::All => std::iter::once(0.0).chain(TURNED_SEARCH_DEG).collect(),
-            AngleSearch::Cycle => vec![cycle_angle(self.runs)],
+        let wide = self.wide_steps();
+        let steps: Vec<Step> = match self.config.angles {
+            AngleSearch::Upright => vec![Step::Turned(0.0)],
+            AngleSearch::All => std::iter::once(Step::Turned(0.0)).chain(wide).collect(),
+            AngleSearch::Cycle => vec![cycle_step(self.runs, &wide)],
         };
         self.runs += 1;
         let mut found = Vec::new();
-        for deg in angles {
-            found.extend(self.detect_turned(gray, deg.to_radians())?);
+        for step in steps {
+            found.extend(match step {
+                Step::Turned(deg) => self.detect_turned(gray, deg.to_radians())?,
+                Step::Profile(side) => match self.profile.as_mut() {
+                    Some(p) => p.detect(gray, self.config.max_width, side)?,
+                    None => Vec::new(),
+                },
+            });
         }
         let mut found = without_faint_duplicates(found);
         found.sort_by(|a, b| b.face_box.upright.area().total_cmp(&a.face_box.upright.area()));
         Ok(found)
+    }
+
+    /// The searches besides upright: the turned ones, then the profiles if set.
+    fn wide_steps(&self) -> Vec<Step> {
+        let turned = TURNED_SEARCH_DEG.iter().map(|&deg| Step::Turned(deg));
+        let profiles = [Side::AsIs, Side::Mirrored].map(Step::Profile);
+        turned.chain(profiles.into_iter().filter(|_| self.profile.is_some())).collect()
     }
 
     /// Faces rolled by about `roll_rad`: the cascade on the whole frame turned by
@@ -306,45 +428,36 @@ impl HaarDetector {
             return Ok(Vec::new());
         };
         let min = Size::new(HAAR_MIN_FACE_PX, HAAR_MIN_FACE_PX);
-        let boxes = self.cascade_boxes(&view.image, min, Size::default(), FAINT_MIN_NEIGHBORS)?;
+        let boxes = cascade_boxes(&mut self.cascade, &view.image, min, Size::default(), FAINT_MIN_NEIGHBORS)?;
         let detection = |b: CascadeBox| Detection {
             face_box: view.back_to_frame(&b.rect),
             evidence: if b.hits > HAAR_MIN_NEIGHBORS { Evidence::Firm } else { Evidence::Faint },
         };
         Ok(boxes.into_iter().map(detection).collect())
     }
+}
 
-    /// The cascade on a histogram-equalised copy of `gray`: boxes between `min` and
-    /// `max` in size (`max` 0: no limit) with more than `neighbors` raw hits,
-    /// largest first, in `gray`'s pixels. OpenCV groups the raw hits the same way
-    /// whatever `neighbors` is, so the boxes with more than 5 hits of a search at 2
-    /// are those of a search at 5.
-    fn cascade_boxes(
-        &mut self,
-        gray: &Mat,
-        min: Size,
-        max: Size,
-        neighbors: i32,
-    ) -> Result<Vec<CascadeBox>, DetectError> {
-        let mut equalized = Mat::default();
-        imgproc::equalize_hist(gray, &mut equalized)?;
-        let (mut found, mut hits) = (Vector::<opencv::core::Rect>::new(), Vector::<i32>::new());
-        self.cascade.detect_multi_scale2(
-            &equalized,
-            &mut found,
-            &mut hits,
-            HAAR_SCALE_FACTOR,
-            neighbors,
-            0,
-            min,
-            max,
-        )?;
-        let rect = |r: opencv::core::Rect| Rect::new(r.x as f32, r.y as f32, r.width as f32, r.height as f32);
-        let mut boxes: Vec<CascadeBox> =
-            found.iter().zip(hits.iter()).map(|(r, hits)| CascadeBox { rect: rect(r), hits }).collect();
-        boxes.sort_by(|a, b| b.rect.area().total_cmp(&a.rect.area()));
-        Ok(boxes)
-    }
+/// The cascade on a histogram-equalised copy of `gray`: boxes between `min` and
+/// `max` in size (`max` 0: no limit) with more than `neighbors` raw hits, largest
+/// first, in `gray`'s pixels. OpenCV groups the raw hits the same way whatever
+/// `neighbors` is, so the boxes with more than 5 hits of a search at 2 are those
+/// of a search at 5.
+fn cascade_boxes(
+    cascade: &mut CascadeClassifier,
+    gray: &Mat,
+    min: Size,
+    max: Size,
+    neighbors: i32,
+) -> Result<Vec<CascadeBox>, DetectError> {
+    let mut equalized = Mat::default();
+    imgproc::equalize_hist(gray, &mut equalized)?;
+    let (mut found, mut hits) = (Vector::<opencv::core::Rect>::new(), Vector::<i32>::new());
+    cascade.detect_multi_scale2(&equalized, &mut found, &mut hits, HAAR_SCALE_FACTOR, neighbors, 0, min, max)?;
+    let rect = |r: opencv::core::Rect| Rect::new(r.x as f32, r.y as f32, r.width as f32, r.height as f32);
+    let mut boxes: Vec<CascadeBox> =
+        found.iter().zip(hits.iter()).map(|(r, hits)| CascadeBox { rect: rect(r), hits }).collect();
+    boxes.sort_by(|a, b| b.rect.area().total_cmp(&a.rect.area()));
+    Ok(boxes)
 }
 
 /// How much of a faint box may overlap a firm one (of the smaller's area) before
@@ -359,13 +472,13 @@ fn without_faint_duplicates(found: Vec<Detection>) -> Vec<Detection> {
     found.into_iter().filter(|d| d.confirms() || apart(d)).collect()
 }
 
-/// The angle a [`AngleSearch::Cycle`] detector searches on run `run`, degrees:
-/// upright on even runs, the turned angles in turn on odd ones.
-fn cycle_angle(run: usize) -> f32 {
-    if run.is_multiple_of(2) {
-        0.0
+/// The search a [`AngleSearch::Cycle`] detector makes on run `run`: upright on even
+/// runs, the `wide` searches in turn on odd ones.
+fn cycle_step(run: usize, wide: &[Step]) -> Step {
+    if run.is_multiple_of(2) || wide.is_empty() {
+        Step::Turned(0.0)
     } else {
-        TURNED_SEARCH_DEG[(run / 2) % TURNED_SEARCH_DEG.len()]
+        wide[(run / 2) % wide.len()]
     }
 }
 
@@ -454,6 +567,22 @@ mod tests {
         assert_eq!((turned.search(), turned.confirms()), (Search::Wide, true));
         let faint = detection(100.0, 100.0, 80.0, 0.0, Evidence::Faint);
         assert_eq!((faint.search(), faint.confirms()), (Search::Wide, false));
+    }
+
+    /// A cycle searches upright on every other run and each wide search in turn
+    /// between, profiles last; without wide searches, upright only.
+    #[test]
+    fn a_cycle_visits_every_search() {
+        let wide: Vec<Step> = TURNED_SEARCH_DEG
+            .iter()
+            .map(|&d| Step::Turned(d))
+            .chain([Step::Profile(Side::AsIs), Step::Profile(Side::Mirrored)])
+            .collect();
+        let steps: Vec<Step> = (0..12).map(|run| cycle_step(run, &wide)).collect();
+        assert!(steps.iter().step_by(2).all(|s| *s == Step::Turned(0.0)), "{steps:?}");
+        let odd: Vec<Step> = steps.iter().skip(1).step_by(2).copied().collect();
+        assert_eq!(odd, wide);
+        assert_eq!(cycle_step(3, &[]), Step::Turned(0.0));
     }
 
     /// A faint box on a firm one's face (the same face, or its chin) goes; faint

@@ -355,6 +355,23 @@ impl CropPrior {
         CropSquare::upright(center, s * self.crop_padding)
     }
 
+    /// The same prior for the mirror image: a box that sits left of the points
+    /// there sits right of them here.
+    pub fn mirrored(&self) -> CropPrior {
+        CropPrior { dx_mean: -self.dx_mean, ..*self }
+    }
+
+    /// The box `other`'s detector is expected to give for the face this prior's
+    /// detector boxed as `detection`: through the points' centre and size this
+    /// prior predicts.
+    pub fn converted(&self, detection: &Rect, other: &CropPrior) -> Rect {
+        let s = detection.w / self.scale_mean;
+        let dc = detection.center();
+        let points = Point::new(dc.x - s * self.dx_mean, dc.y - s * self.dy_mean);
+        let center = Point::new(points.x + s * other.dx_mean, points.y + s * other.dy_mean);
+        Rect::from_center(center, s * other.scale_mean, s * other.scale_mean)
+    }
+
     /// The detector-like box for `points` of a face with roll `roll_rad`: the
     /// prior's box around the points turned upright.
     pub fn face_box_for_points(&self, points: &[Point], roll_rad: f32) -> FaceBox {
@@ -414,6 +431,24 @@ mod tests {
             log_scale_std: 0.06,
             crop_padding: 1.4,
         }
+    }
+
+    /// A box converted from one prior to another is the other prior's box for the
+    /// same points, and a mirrored prior boxes mirrored points as the mirror of the
+    /// box.
+    #[test]
+    fn priors_convert_boxes_and_mirror() {
+        let frontal = prior();
+        let profile = CropPrior { dx_mean: 0.13, dy_mean: -0.22, scale_mean: 1.29, ..prior() };
+        let face = [Point::new(10.0, 20.0), Point::new(50.0, 20.0), Point::new(30.0, 45.0), Point::new(36.0, 60.0)];
+        let found = profile.detection_for_points(&face);
+        let converted = profile.converted(&found, &frontal);
+        let expected = frontal.detection_for_points(&face);
+        assert!(close(converted.center(), expected.center(), 1e-3) && (converted.w - expected.w).abs() < 1e-3);
+        let mirrored: Vec<Point> = face.iter().map(|p| Point::new(-p.x, p.y)).collect();
+        let in_mirror = profile.mirrored().detection_for_points(&mirrored);
+        let mirror_of_found = Rect::new(-(found.x + found.w), found.y, found.w, found.h);
+        assert!(close(in_mirror.center(), mirror_of_found.center(), 1e-3), "{in_mirror:?} {mirror_of_found:?}");
     }
 
     /// A face turned by any roll, borders included: its rolled box and crop put the

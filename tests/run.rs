@@ -1,11 +1,13 @@
 use crate::util::*;
 use serde_json::Value;
 
+#[derive(Debug)]
 struct Point {
     x: f64,
     y: f64,
 }
 
+#[derive(Debug)]
 struct FaceRow {
     bx: f64,
     by: f64,
@@ -142,11 +144,15 @@ fn image_folder_group_photo_finds_several_faces() {
     let rows = read_jsonl(&keypoints);
     assert_eq!(rows.len(), 2);
     assert!(rows[0].1.len() >= 2, "group photo: {} faces", rows[0].1.len());
-    // Einstein's turned face is beyond the cascade; what it finds on his coat is
-    // no face and must not be kept.
-    let on_his_face = |f: &FaceRow| {
-        let (cx, cy) = (f.bx + f.bw / 2.0, f.by + f.bh / 2.0);
-        (354.0..438.0).contains(&cx) && (282.0..381.0).contains(&cy)
+    // Einstein's tilted face is beyond the cascades; the seated man's, turned
+    // aside, is found by the profile search; what the cascade finds on Einstein's
+    // coat and the lectern is no face and must not be kept.
+    let centre_in = |f: &FaceRow, xs: std::ops::Range<f64>, ys: std::ops::Range<f64>| {
+        xs.contains(&(f.bx + f.bw / 2.0)) && ys.contains(&(f.by + f.bh / 2.0))
     };
-    assert!(rows[1].1.iter().all(on_his_face), "einstein: {} faces off his face", rows[1].1.len());
+    let seated_man = |f: &FaceRow| centre_in(f, 120.0..190.0, 610.0..690.0);
+    let einstein = |f: &FaceRow| centre_in(f, 354.0..438.0, 282.0..381.0);
+    let faces = &rows[1].1;
+    assert!(faces.iter().any(seated_man), "einstein photo: {faces:?}");
+    assert!(faces.iter().all(|f| seated_man(f) || einstein(f)), "einstein photo: {faces:?}");
 }

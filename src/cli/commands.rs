@@ -205,7 +205,7 @@ fn sweep_stages(args: &BenchArgs, model: Keypointer) -> Result<(pipeline::Detect
     let schedule = Schedule { detect_every: tracking.detect_every, crops: CropMode::Keypoints };
     let width = tracking.detect_width.unwrap_or(DEFAULT_RUN_DETECT_WIDTH);
     let config = DetectorConfig { max_width: width, angles: AngleSearch::Cycle };
-    let detector = facekp::detect::HaarDetector::new(&tracking.cascade, config)?;
+    let detector = pipeline::scheduled_detector(&tracking.cascade, config, model.config())?;
     let upright = DetectorConfig { angles: AngleSearch::Upright, ..config };
     let face_detector = facekp::detect::HaarDetector::new(&tracking.cascade, upright)?;
     let stage =
@@ -283,10 +283,10 @@ fn false_faces(args: &BenchArgs) -> Result<u8> {
     let tracking = &args.tracking;
     let width = tracking.detect_width.unwrap_or(DetectorConfig::default().max_width);
     let config = DetectorConfig { max_width: width, angles: AngleSearch::All };
-    let mut detector = facekp::detect::HaarDetector::new(&tracking.cascade, config)?;
+    let model = load_model(&args.model, None)?;
+    let mut detector = pipeline::scheduled_detector(&tracking.cascade, config, model.config())?;
     let upright = DetectorConfig { angles: AngleSearch::Upright, ..config };
     let face_detector = facekp::detect::HaarDetector::new(&tracking.cascade, upright)?;
-    let model = load_model(&args.model, None)?;
     let mut stage =
         pipeline::FaceStage::new(face_detector, model, CropMode::Detections, tracking.smoothing(), tracking.camera());
     let mut reports = Vec::new();

@@ -28,6 +28,11 @@ pub struct ModelConfig {
     pub default_convention: usize,
     /// Where the Haar box sits relative to the points, and the crop margin.
     pub crop: CropPrior,
+    /// Where OpenCV's profile cascade puts its box relative to the points, for a
+    /// face it finds in the image as it is (mirrored for the mirror image's finds).
+    /// Absent: `run` does not search for profiles.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub profile_crop: Option<CropPrior>,
     /// Optional face threshold: a new detection whose second-pass heatmap spread
     /// ([`super::Inference::spread`]) exceeds this is dropped, which rejects the
     /// cascade's ghosts on necks, chins and clutter. `train` does not set it: it is
@@ -120,14 +125,8 @@ impl ModelConfig {
         if self.conventions.is_empty() || self.default_convention >= self.conventions.len() {
             return Err("conventions must be non-empty and default_convention one of them".into());
         }
-        let c = &self.crop;
-        let finite = [c.dx_mean, c.dx_std, c.dy_mean, c.dy_std, c.scale_mean, c.log_scale_std, c.crop_padding]
-            .iter()
-            .all(|v| v.is_finite());
-        if !finite || c.scale_mean <= 0.0 || c.crop_padding <= 0.0 {
-            return Err("crop prior values must be finite, scale_mean and crop_padding positive".into());
-        }
-        Ok(())
+        check_prior("crop", &self.crop)?;
+        self.profile_crop.as_ref().map_or(Ok(()), |p| check_prior("profile_crop", p))
     }
 
     pub fn load(path: &Path) -> Result<ModelConfig, ModelError> {
@@ -149,4 +148,15 @@ impl ModelConfig {
     pub fn save(&self, path: &Path) -> std::io::Result<()> {
         crate::fsutil::write_atomic(path, serde_json::to_string_pretty(self)?.as_bytes())
     }
+}
+
+/// Whether crop prior `c` (the config's field `name`) can place a crop.
+fn check_prior(name: &str, c: &CropPrior) -> Result<(), String> {
+    let finite = [c.dx_mean, c.dx_std, c.dy_mean, c.dy_std, c.scale_mean, c.log_scale_std, c.crop_padding]
+        .iter()
+        .all(|v| v.is_finite());
+    if !finite || c.scale_mean <= 0.0 || c.crop_padding <= 0.0 {
+        return Err(format!("{name}: values must be finite, scale_mean and crop_padding positive"));
+    }
+    Ok(())
 }

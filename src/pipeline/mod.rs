@@ -24,10 +24,10 @@ pub use face_stage::FaceStage;
 pub use stages::{DetectStage, STOP_GRACE};
 pub use summary::{median, Counts, RunSummary, StageSamples, StopReason};
 
-use crate::detect::{AngleSearch, DetectorConfig, HaarDetector};
+use crate::detect::{AngleSearch, DetectorConfig, HaarDetector, ProfileSearch, PROFILE_CASCADE};
 use crate::encode::EncoderChoice;
 use crate::face::Face;
-use crate::model::Keypointer;
+use crate::model::{Keypointer, ModelConfig};
 use crate::pose::CameraSpec;
 use crate::render::OverlayOptions;
 use crate::smooth::SmoothParams;
@@ -123,7 +123,7 @@ impl Prepared {
         model: crate::model::Keypointer,
     ) -> Result<Self> {
         let every = options.schedule.detect_every.max(1) as u64;
-        let detect = DetectStage::new(HaarDetector::new(cascade, detector)?, every);
+        let detect = DetectStage::new(scheduled_detector(cascade, detector, model.config())?, every);
         // The face stage's own searches (no face followed, or one just lost) look for
         // upright faces on every frame they run; turned ones are the detect
         // stage's, one turn per scheduled run.
@@ -131,6 +131,16 @@ impl Prepared {
         let stage = FaceStage::new(upright, model, options.schedule.crops, options.smoothing, options.camera);
         Ok(Self { source, detect, stage, options })
     }
+}
+
+/// The detector of the scheduled runs (`config`'s angles; photos: all of them),
+/// which also searches for profiles when `model` has a prior for their boxes.
+pub fn scheduled_detector(cascade: &Path, config: DetectorConfig, model: &ModelConfig) -> Result<HaarDetector> {
+    let mut detector = HaarDetector::new(cascade, config)?;
+    if let Some(profile) = model.profile_crop {
+        detector.search_profiles(ProfileSearch::load(Path::new(PROFILE_CASCADE), profile, model.crop)?);
+    }
+    Ok(detector)
 }
 
 /// What the sink loop gathered.

@@ -19,10 +19,10 @@ pub mod sets;
 pub use checkpoint::{checkpoint_path, save_weights};
 
 use crate::dataset;
-use crate::detect::{DetectorConfig, HaarDetector};
+use crate::detect::{DetectorConfig, HaarDetector, ProfileCascade, PROFILE_CASCADE};
 use crate::eval::nme;
 use crate::fsutil;
-use crate::geometry::{frame_points_from_unit, Point};
+use crate::geometry::{frame_points_from_unit, CropPrior, Point};
 use crate::landmarks::Scheme;
 use crate::model::{config_path_for, read_checked_weights, Heatmaps, ModelConfig, Net, TrainInfo};
 use crate::plot;
@@ -246,11 +246,12 @@ fn start_config(opts: &TrainOptions, sets: &Sets) -> Result<Start> {
     }
     let scheme = opts.scheme;
     let arch = architecture(scheme);
-    let prior = match (sets.can_measure_prior(), &opts.prior_fallback) {
-        (true, _) => measure_prior(opts, sets, arch.crop_padding)?,
+    let (prior, profile_crop) = match (sets.can_measure_prior(), &opts.prior_fallback) {
+        (true, _) => measure_priors(opts, sets, arch.crop_padding)?,
         (false, Some(fallback)) => {
             eprintln!("crop prior: from {} (framed faces cannot show where Haar puts its box)", fallback.display());
-            ModelConfig::load(&config_path_for(fallback))?.crop
+            let base = ModelConfig::load(&config_path_for(fallback))?;
+            (base.crop, base.profile_crop)
         }
         (false, None) => bail!("--data: framed faces alone cannot measure the Haar crop prior; give --init WEIGHTS"),
     };
@@ -264,6 +265,7 @@ fn start_config(opts: &TrainOptions, sets: &Sets) -> Result<Start> {
         default_convention: conventions.iter().position(|c| c == "helen68").unwrap_or(0),
         conventions,
         crop: prior,
+        profile_crop,
         max_spread: None,
         max_turned_spread: None,
         trained: None,
@@ -271,23 +273,37 @@ fn start_config(opts: &TrainOptions, sets: &Sets) -> Result<Start> {
     Ok(Start { config, tensors: None })
 }
 
-/// Where the Haar box sits around the points of the training photos.
-fn measure_prior(opts: &TrainOptions, sets: &Sets, crop_padding: f32) -> Result<crate::geometry::CropPrior> {
+/// Where the Haar boxes sit around the points of the training photos: the
+/// frontal cascade's, and the profile cascade's at the width `run` searches photos.
+fn measure_priors(opts: &TrainOptions, sets: &Sets, crop_padding: f32) -> Result<(CropPrior, Option<CropPrior>)> {
     let folders: Vec<&TrainSet> = sets.train.iter().filter(|s| s.kind == sets::SetKind::Folder).collect();
     let faces: Vec<&LabelledFace> = folders.iter().flat_map(|s| &s.faces).collect();
-    let mut detector = HaarDetector::new(&opts.cascade, DetectorConfig::default())?;
-    let bar = progress_bar(faces.len() as u64, "measuring Haar boxes");
     let images: Vec<&opencv::core::Mat> = faces.iter().map(|f| &f.gray).collect();
     let points68: Vec<&[Point]> = folders.iter().flat_map(|s| s.points68.iter().map(|p| p.as_slice())).collect();
     let pts: Vec<Vec<Point>> = faces.iter().map(|f| f.points.clone()).collect();
-    let m = prior::measure(&mut detector, &images, &points68, &pts, crop_padding, || bar.inc(1))?;
+    let config = DetectorConfig::default();
+    let mut detector = HaarDetector::new(&opts.cascade, config)?;
+    let bar = progress_bar(faces.len() as u64, "measuring Haar boxes");
+    let frontal = prior::measure(&mut detector, &images, &points68, &pts, crop_padding, || bar.inc(1))?;
     bar.finish_and_clear();
+    report_prior("Haar box", opts.scheme, &frontal);
+    let mut cascade = ProfileCascade::load(Path::new(PROFILE_CASCADE))?;
+    let bar = progress_bar(faces.len() as u64, "measuring profile boxes");
+    let width = config.max_width;
+    let profile = prior::measure_profile(&mut cascade, width, &images, &points68, &pts, crop_padding, || bar.inc(1));
+    bar.finish_and_clear();
+    // A data set without turned faces may give the profile cascade too few.
+    let profile = profile.ok().inspect(|m| report_prior("profile box", opts.scheme, m));
+    Ok((frontal.prior, profile.map(|m| m.prior)))
+}
+
+/// Prints a measured prior.
+fn report_prior(what: &str, scheme: Scheme, m: &prior::PriorMeasurement) {
     let p = &m.prior;
     eprintln!(
-        "Haar box vs {}-point box ({} of {} faces matched): centre dx {:+.3}±{:.3}, dy {:+.3}±{:.3} (point-box sizes), scale {:.3} (log-sd {:.3})",
-        opts.scheme.num_points(), m.matched, m.faces, p.dx_mean, p.dx_std, p.dy_mean, p.dy_std, p.scale_mean, p.log_scale_std
+        "{what} vs {}-point box ({} of {} faces matched): centre dx {:+.3}±{:.3}, dy {:+.3}±{:.3} (point-box sizes), scale {:.3} (log-sd {:.3})",
+        scheme.num_points(), m.matched, m.faces, p.dx_mean, p.dx_std, p.dy_mean, p.dy_std, p.scale_mean, p.log_scale_std
     );
-    Ok(m.prior)
 }
 
 /// Fine-tuning: the config and tensors of `init`, with one head per data set of

@@ -2,9 +2,9 @@
 //! training images, as the distribution training samples crops from
 //! ([`crate::geometry::CropPrior`]).
 
-use crate::detect::{DetectError, Detection, HaarDetector};
+use crate::detect::{DetectError, Detection, HaarDetector, ProfileCascade, Side};
 use crate::eval::match_detection;
-use crate::geometry::{points_size, CropPrior, Point, Rect};
+use crate::geometry::{points_size, CropPrior, FaceBox, Point, Rect};
 use opencv::core::Mat;
 
 /// One matched detection, in units of the points' size.
@@ -64,10 +64,42 @@ pub fn measure(
         }
         progress();
     }
+    fit(&offsets, images.len(), crop_padding)
+}
+
+/// As [`measure`], for the profile cascade's boxes (at `max_width`, as `run`
+/// searches photos) on each image as it is and on its mirror: the prior of a face
+/// found as it is, to which the mirror's finds add their offsets mirrored.
+pub fn measure_profile(
+    profile: &mut ProfileCascade,
+    max_width: u32,
+    images: &[&Mat],
+    points68: &[&[Point]],
+    points: &[Vec<Point>],
+    crop_padding: f32,
+    mut progress: impl FnMut(),
+) -> Result<PriorMeasurement, DetectError> {
+    let mut offsets = Vec::new();
+    for ((img, p68), p) in images.iter().zip(points68).zip(points) {
+        for side in [Side::AsIs, Side::Mirrored] {
+            let boxes: Vec<Detection> =
+                profile.boxes(img, max_width, side)?.into_iter().map(|r| Detection::firm(FaceBox::level(r))).collect();
+            if let Some(d) = match_detection(&boxes, p68) {
+                let o = offset_of(&d.face_box.upright, p);
+                offsets.push(if side == Side::Mirrored { Offset { dx: -o.dx, ..o } } else { o });
+            }
+        }
+        progress();
+    }
+    fit(&offsets, images.len(), crop_padding)
+}
+
+/// The prior of the boxes matched on `faces` faces, at their `offsets`.
+fn fit(offsets: &[Offset], faces: usize, crop_padding: f32) -> Result<PriorMeasurement, DetectError> {
     if offsets.len() < 10 {
         return Err(DetectError::OpenCv(opencv::Error::new(
             opencv::core::StsError,
-            format!("the detector matched only {} of {} training faces", offsets.len(), images.len()),
+            format!("the detector matched only {} of {} training faces", offsets.len(), faces),
         )));
     }
     let (dx_mean, dx_std) = robust_mean_std(&offsets.iter().map(|o| o.dx).collect::<Vec<_>>());
@@ -83,7 +115,7 @@ pub fn measure(
             log_scale_std: ls_std,
             crop_padding,
         },
-        faces: images.len(),
+        faces,
         matched: offsets.len(),
     })
 }
