@@ -31,7 +31,8 @@ fn main() -> anyhow::Result<()> {
     let mut cascade = ProfileCascade::load(Path::new(PROFILE_CASCADE))?;
     let width = DetectorConfig::default().max_width;
     let padding = architecture(scheme).crop_padding;
-    let m = prior::measure_profile(&mut cascade, width, &images, &points68, &points, padding, || {})?;
+    let faces = prior::PriorFaces { images: &images, points68: &points68, points: &points };
+    let m = prior::measure_profile(&mut cascade, width, &faces, padding, || {})?;
     eprintln!("{} of {} faces matched", m.matched, m.faces);
     println!("\"profile_crop\": {}", serde_json::to_string_pretty(&m.prior)?);
     Ok(())

@@ -80,7 +80,8 @@ pub const TILE_MAX_FACE_PX: i32 = 58;
 /// at the 2 px steps of the smallest boxes. On the first 33 faces of the scale
 /// sweep (`facekp bench --scale-sweep`), 1 instead of [`FAINT_MIN_NEIGHBORS`]
 /// found 0.97 of the faces 48 px between the eyes instead of 0.88, and 0.88 at
-/// 32 px instead of 0.82, at the same speed; 5 found far fewer. The CNN's wide
+/// 32 px instead of 0.82; 5 found far fewer. pedestrians_1080p runs at the same
+/// frame rate (alternating runs) and gains no false face: the CNN's wide
 /// threshold rejects the extra clutter.
 pub const TILE_MIN_NEIGHBORS: i32 = 1;
 /// Neighbouring tiles overlap by this, tile pixels, so that a face up to

@@ -15,9 +15,10 @@
 //!   between two frames (a face does not, points fitted to clutter do), or
 //! - less than [`TrackerParams::min_visible`] of that box lies inside the frame
 //!   (the face left the picture; the crop beyond the border is black padding), or
-//! - [`TrackerParams::max_missed_detections`] detector runs in a row find nothing
-//!   overlapping it while the CNN is not sure of it (the heatmap spread of its
-//!   last points is above [`TrackerParams::confirm_spread`]).
+//! - [`TrackerParams::max_missed_detections`] detector runs in a row find no firm
+//!   box ([`crate::detect::Evidence`]) overlapping it while the CNN is not sure of
+//!   it (the heatmap spread of its last points is above
+//!   [`TrackerParams::confirm_spread`]). Faint boxes only start new faces.
 //!
 //! A fresh detection is kept only when the points the CNN finds in it describe a
 //! box that overlaps the detection by [`TrackerParams::keep_iou`] (measured on the
@@ -122,7 +123,7 @@ pub struct Candidate {
 
 impl Candidate {
     /// A new face's crop, from a detection that continues no track.
-    fn fresh(detection: Detection) -> Candidate {
+    pub fn fresh(detection: Detection) -> Candidate {
         Candidate { face_box: detection.face_box, track: None, origin: Origin::Fresh(detection.search()) }
     }
 }

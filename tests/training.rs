@@ -45,6 +45,11 @@ fn train_checkpoints_resumes_and_writes_a_loadable_model() {
     assert!(first.status.success(), "{}", stderr(&first));
     assert!(dir.path().join("m.ckpt").is_file() && out.is_file() && out.with_extension("json").is_file());
     assert!(out.with_extension("loss.png").is_file());
+    // The profile cascade's prior was measured on the photos too: its box is
+    // larger than the 15 points' box (1.73x on the shipped model's faces).
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.with_extension("json")).unwrap()).unwrap();
+    assert!(config["profile_crop"]["scale_mean"].as_f64().is_some_and(|s| s > 1.2), "{config}");
     let more = train(&set, &out, "3", true);
     assert!(more.status.success(), "{}", stderr(&more));
     let log = stderr(&more);

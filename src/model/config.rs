@@ -40,11 +40,11 @@ pub struct ModelConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_spread: Option<f32>,
     /// Optional stricter threshold for a new detection of a wide search (a turned
-    /// copy of the image, an HD tile), where the cascade fires on clutter more
-    /// often; also the spread within which a followed face is confirmed by the CNN
-    /// alone (`crate::track::TrackerParams::confirm_spread`). Absent:
-    /// [`crate::face::TURNED_MAX_SPREAD`] for new faces, and no confirmation by the
-    /// CNN. Chosen per model, as `max_spread` is.
+    /// copy of the image, an HD tile, a faint or profile box), where the cascade
+    /// fires on clutter more often; also the spread within which a followed face is
+    /// confirmed by the CNN alone (`crate::track::TrackerParams::confirm_spread`).
+    /// Absent: [`crate::face::TURNED_MAX_SPREAD`] for new faces, and no
+    /// confirmation by the CNN. Chosen per model, as `max_spread` is.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_turned_spread: Option<f32>,
     /// How the weights were made (informational).

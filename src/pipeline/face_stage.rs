@@ -155,7 +155,7 @@ impl FaceStage {
             .filter(|d| {
                 kept.iter().all(|f| prior.face_box_for_points(&f.points, f.roll_rad).iou(&d.face_box) < match_iou)
             })
-            .map(|d| Candidate { face_box: d.face_box, track: None, origin: Origin::Fresh(d.search()) })
+            .map(Candidate::fresh)
             .collect();
         let inferred = self.infer(gray, fresh)?;
         times.infer_ms += timer.ms();

@@ -284,13 +284,14 @@ fn measure_priors(opts: &TrainOptions, sets: &Sets, crop_padding: f32) -> Result
     let config = DetectorConfig::default();
     let mut detector = HaarDetector::new(&opts.cascade, config)?;
     let bar = progress_bar(faces.len() as u64, "measuring Haar boxes");
-    let frontal = prior::measure(&mut detector, &images, &points68, &pts, crop_padding, || bar.inc(1))?;
+    let prior_faces = prior::PriorFaces { images: &images, points68: &points68, points: &pts };
+    let frontal = prior::measure(&mut detector, &prior_faces, crop_padding, || bar.inc(1))?;
     bar.finish_and_clear();
     report_prior("Haar box", opts.scheme, &frontal);
     let mut cascade = ProfileCascade::load(Path::new(PROFILE_CASCADE))?;
     let bar = progress_bar(faces.len() as u64, "measuring profile boxes");
     let width = config.max_width;
-    let profile = prior::measure_profile(&mut cascade, width, &images, &points68, &pts, crop_padding, || bar.inc(1));
+    let profile = prior::measure_profile(&mut cascade, width, &prior_faces, crop_padding, || bar.inc(1));
     bar.finish_and_clear();
     // A data set without turned faces may give the profile cascade too few.
     let profile = profile.ok().inspect(|m| report_prior("profile box", opts.scheme, m));

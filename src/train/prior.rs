@@ -44,27 +44,27 @@ pub struct PriorMeasurement {
     pub matched: usize,
 }
 
+/// The training faces a prior is measured on: each image, its 68 points (for
+/// matching) and the model's points (68 or 15).
+pub struct PriorFaces<'a> {
+    pub images: &'a [&'a Mat],
+    pub points68: &'a [&'a [Point]],
+    pub points: &'a [Vec<Point>],
+}
+
 /// Runs the detector on every image and fits the prior to the matched firm boxes
 /// (the cascade's usual output, which the shipped priors were measured on).
-/// `points` are the model's points (68 or 15) of each face, `points68` all 68
-/// (for matching).
 pub fn measure(
     detector: &mut HaarDetector,
-    images: &[&Mat],
-    points68: &[&[Point]],
-    points: &[Vec<Point>],
+    faces: &PriorFaces,
     crop_padding: f32,
-    mut progress: impl FnMut(),
+    progress: impl FnMut(),
 ) -> Result<PriorMeasurement, DetectError> {
-    let mut offsets = Vec::new();
-    for ((img, p68), p) in images.iter().zip(points68).zip(points) {
+    let offsets = offsets_of(faces, progress, |img, p68, p| {
         let firm: Vec<Detection> = detector.detect(img)?.into_iter().filter(|d| d.confirms()).collect();
-        if let Some(d) = match_detection(&firm, p68) {
-            offsets.push(offset_of(&d.face_box.upright, p));
-        }
-        progress();
-    }
-    fit(&offsets, images.len(), crop_padding)
+        Ok(match_detection(&firm, p68).map(|d| offset_of(&d.face_box.upright, p)).into_iter().collect())
+    })?;
+    fit(&offsets, faces.images.len(), crop_padding)
 }
 
 /// As [`measure`], for the profile cascade's boxes (at `max_width`, as `run`
@@ -73,25 +73,38 @@ pub fn measure(
 pub fn measure_profile(
     profile: &mut ProfileCascade,
     max_width: u32,
-    images: &[&Mat],
-    points68: &[&[Point]],
-    points: &[Vec<Point>],
+    faces: &PriorFaces,
     crop_padding: f32,
-    mut progress: impl FnMut(),
+    progress: impl FnMut(),
 ) -> Result<PriorMeasurement, DetectError> {
-    let mut offsets = Vec::new();
-    for ((img, p68), p) in images.iter().zip(points68).zip(points) {
+    let offsets = offsets_of(faces, progress, |img, p68, p| {
+        let mut found = Vec::new();
         for side in [Side::AsIs, Side::Mirrored] {
             let boxes: Vec<Detection> =
                 profile.boxes(img, max_width, side)?.into_iter().map(|r| Detection::firm(FaceBox::level(r))).collect();
             if let Some(d) = match_detection(&boxes, p68) {
                 let o = offset_of(&d.face_box.upright, p);
-                offsets.push(if side == Side::Mirrored { Offset { dx: -o.dx, ..o } } else { o });
+                found.push(if side == Side::Mirrored { Offset { dx: -o.dx, ..o } } else { o });
             }
         }
+        Ok(found)
+    })?;
+    fit(&offsets, faces.images.len(), crop_padding)
+}
+
+/// The offsets `matched` finds for each face (its image, 68 points and the
+/// model's points), calling `progress` after each.
+fn offsets_of(
+    faces: &PriorFaces,
+    mut progress: impl FnMut(),
+    mut matched: impl FnMut(&Mat, &[Point], &[Point]) -> Result<Vec<Offset>, DetectError>,
+) -> Result<Vec<Offset>, DetectError> {
+    let mut offsets = Vec::new();
+    for ((img, p68), p) in faces.images.iter().zip(faces.points68).zip(faces.points) {
+        offsets.extend(matched(img, p68, p)?);
         progress();
     }
-    fit(&offsets, images.len(), crop_padding)
+    Ok(offsets)
 }
 
 /// The prior of the boxes matched on `faces` faces, at their `offsets`.
