@@ -4,7 +4,7 @@
 use super::timer::StageTimer;
 use crate::detect::{Detection, HaarDetector, Search};
 use crate::face::{self, Face, StageTimes};
-use crate::geometry::{FaceBox, Point};
+use crate::geometry::{FaceBox, Point, Rect};
 use crate::model::Keypointer;
 use crate::pose::{CameraSpec, PoseSolver};
 use crate::smooth::SmoothParams;
@@ -191,12 +191,17 @@ impl FaceStage {
         let fresh: Vec<usize> = (0..kept.len()).filter(|&i| kept[i].candidate.origin.is_fresh()).collect();
         let first: Vec<Vec<Point>> = fresh.iter().map(|&i| kept[i].points.clone()).collect();
         let mut consistency = vec![0.0f32; kept.len()];
-        let mut is_face = vec![true; kept.len()];
         let prior = &self.model.config().crop;
-        for ((i, fit), f) in fresh.into_iter().zip(face::refine(&self.model, gray, &first)?).zip(&first) {
+        for ((&i, fit), f) in fresh.iter().zip(face::refine(&self.model, gray, &first)?).zip(&first) {
             consistency[i] = prior.detection_for_points(&fit.points).iou(&prior.detection_for_points(f));
-            is_face[i] = face::confident(&self.model, fit.spread, search_of(&kept[i].candidate));
             kept[i] = self.fitted(kept[i].candidate, fit.points, fit.spread);
+        }
+        let boxes: Vec<Rect> = kept.iter().map(|k| prior.detection_for_points(&k.points)).collect();
+        let mut is_face = vec![true; kept.len()];
+        for &i in &fresh {
+            let search =
+                if beside_a_surer_face(i, &kept, &boxes) { Search::Wide } else { search_of(&kept[i].candidate) };
+            is_face[i] = face::confident(&self.model, kept[i].spread, search);
         }
         let mut scored: Vec<_> =
             kept.into_iter().zip(consistency).zip(is_face).filter(|(_, f)| *f).map(|(k, _)| k).collect();
@@ -220,11 +225,59 @@ fn tracker_params(model: &Keypointer) -> TrackerParams {
     TrackerParams { confirm_spread: model.config().max_turned_spread, ..TrackerParams::default() }
 }
 
+/// How far around a face's box (a factor on its size) the cascade's false boxes
+/// cluster: on its hair, ears, chin and neck.
+const NEIGHBOURHOOD: f32 = 1.6;
+/// How much larger than a new face a face must be for the new one to count as a
+/// part of its neighbourhood rather than a face beside it.
+const NEIGHBOUR_SIZE_RATIO: f32 = 2.0;
+
+/// Whether face `i` of `kept` (boxes `boxes`) lies in the neighbourhood of a face
+/// at least [`NEIGHBOUR_SIZE_RATIO`] times its size that the CNN is surer of:
+/// where the cascade fires on hair and chins, so that a new face there must pass
+/// the wide searches' threshold.
+fn beside_a_surer_face(i: usize, kept: &[Fitted], boxes: &[Rect]) -> bool {
+    (0..kept.len()).any(|j| {
+        let around = Rect::from_center(boxes[j].center(), boxes[j].w * NEIGHBOURHOOD, boxes[j].h * NEIGHBOURHOOD);
+        j != i
+            && boxes[j].w >= NEIGHBOUR_SIZE_RATIO * boxes[i].w
+            && kept[j].spread < kept[i].spread
+            && around.intersection_area(&boxes[i]) > 0.0
+    })
+}
+
 /// The search a candidate's face must pass as a new face (a track's crop: upright,
 /// though only fresh ones are judged).
 fn search_of(candidate: &Candidate) -> Search {
     match candidate.origin {
         Origin::Fresh(search) => search,
         _ => Search::Upright,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A fresh face fitted to box `b` with `spread`.
+    fn fitted(b: Rect, spread: f32) -> Fitted {
+        let candidate = Candidate::fresh(Detection::firm(FaceBox::level(b)));
+        Fitted { candidate, points: Vec::new(), roll_rad: 0.0, spread }
+    }
+
+    /// A small, less sure face touching the neighbourhood of a large face is
+    /// beside it; one as sure, one of a similar size or one far away is not.
+    #[test]
+    fn a_small_face_by_a_large_surer_one_is_in_its_neighbourhood() {
+        let face = Rect::new(100.0, 100.0, 160.0, 160.0);
+        let curl = Rect::new(30.0, 150.0, 40.0, 40.0);
+        let far = Rect::new(400.0, 150.0, 40.0, 40.0);
+        let neighbour = Rect::new(280.0, 100.0, 150.0, 150.0);
+        let boxes = [face, curl, far, neighbour];
+        let kept = [fitted(face, 0.06), fitted(curl, 0.12), fitted(far, 0.12), fitted(neighbour, 0.12)];
+        let beside: Vec<bool> = (0..4).map(|i| beside_a_surer_face(i, &kept, &boxes)).collect();
+        assert_eq!(beside, [false, true, false, false]);
+        let sure_curl = [fitted(face, 0.06), fitted(curl, 0.05)];
+        assert!(!beside_a_surer_face(1, &sure_curl, &boxes[..2]));
     }
 }
