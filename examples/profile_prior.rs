@@ -1,7 +1,7 @@
 //! Measures where OpenCV's profile cascade puts its box relative to the points of
 //! the training faces (`profile_crop` in a model config), as `facekp train` does
-//! for a new model: for a shipped model's config, which was trained before the
-//! profile search. Prints the prior as the config's JSON field.
+//! for a new model: for the config of a model trained without it (the shipped
+//! ones). Prints the prior as the config's JSON field.
 //!
 //! `cargo run --release --example profile_prior -- 68|15 DATA_DIR[,DATA_DIR...]`
 
