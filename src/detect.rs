@@ -264,16 +264,16 @@ impl ProfileCascade {
         let Some(view) = TurnedView::of(gray, &FaceBox::level(Rect::new(0.0, 0.0, w, h)), scale)? else {
             return Ok(Vec::new());
         };
+        let mut mirror = Mat::default();
         let image = match side {
-            Side::AsIs => view.image.clone(),
+            Side::AsIs => &view.image,
             Side::Mirrored => {
-                let mut mirror = Mat::default();
                 opencv::core::flip(&view.image, &mut mirror, 1)?;
-                mirror
+                &mirror
             }
         };
         let min = Size::new(HAAR_MIN_FACE_PX, HAAR_MIN_FACE_PX);
-        let boxes = cascade_boxes(&mut self.cascade, &image, min, Size::default(), FAINT_MIN_NEIGHBORS)?;
+        let boxes = cascade_boxes(&mut self.cascade, image, min, Size::default(), FAINT_MIN_NEIGHBORS)?;
         let unmirror = |r: Rect| match side {
             Side::AsIs => r,
             Side::Mirrored => Rect::new(image.cols() as f32 - r.x - r.w, r.y, r.w, r.h),
