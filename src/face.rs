@@ -89,4 +89,7 @@ pub struct StageTimes {
     pub draw_ms: f64,
     /// Whether the Haar detector ran on this frame.
     pub detector_ran: bool,
+    /// The frame's tile search ([`crate::detect::tiles`], HD frames between
+    /// whole-frame searches), if it had one.
+    pub tile_ms: Option<f64>,
 }

@@ -190,14 +190,13 @@ fn draw_axes(frame: &mut Mat, nose: Point, pose: &HeadPose, face_width: f32, pen
 /// The stats line at the top left: white on a black outline.
 fn draw_stats(frame: &mut Mat, faces: usize, s: &OverlayStats, pen: Pen) -> opencv::Result<()> {
     let t = &s.times;
-    let text = format!(
-        "faces {faces}  {:.1} fps  detect {:.1} ms{}  infer {:.1} ms  draw {:.1} ms",
-        s.fps,
-        t.detect_ms,
-        if t.detector_ran { "" } else { " (tracked)" },
-        t.infer_ms,
-        t.draw_ms
-    );
+    let detect = match (t.detector_ran, t.tile_ms) {
+        (true, _) => format!("detect {:.1} ms", t.detect_ms),
+        (false, Some(tile)) => format!("tile {tile:.1} ms"),
+        (false, None) => "tracked".to_string(),
+    };
+    let text =
+        format!("faces {faces}  {:.1} fps  {detect}  infer {:.1} ms  draw {:.1} ms", s.fps, t.infer_ms, t.draw_ms);
     let at = CvPoint::new(8, (18.0 * pen.scale) as i32);
     pen.text(frame, &text, at, 0.5, Scalar::all(0.0), pen.thick + 2)?;
     pen.text(frame, &text, at, 0.5, Scalar::all(255.0), pen.thick)

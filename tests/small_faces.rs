@@ -11,19 +11,7 @@ use crate::util::*;
 #[test]
 fn a_small_face_in_a_1080p_video_is_found_within_20_frames() {
     let dir = tempfile::tempdir().unwrap();
-    let video = dir.path().join("small.mp4");
-    ffmpeg(&[
-        "-i",
-        data("hamilton_clip.mp4").to_str().unwrap(),
-        "-vf",
-        "select=eq(n\\,190),crop=240:240:160:20,scale=110:110,pad=1920:1080:1300:640:0x606060,\
-         loop=29:1:0,noise=alls=6:allf=t,format=yuv420p",
-        "-frames:v",
-        "30",
-        "-r",
-        "25",
-        video.to_str().unwrap(),
-    ]);
+    let video = small_face_video(dir.path());
     let keypoints = dir.path().join("k.jsonl");
     run_ok(&["run", "--headless", "--video", video.to_str().unwrap(), "--keypoints", keypoints.to_str().unwrap()]);
     let rows = jsonl(&keypoints);
@@ -41,4 +29,44 @@ fn a_small_face_in_a_1080p_video_is_found_within_20_frames() {
         let (cx, cy) = ((x36 + x45) / 2.0, (y36 + y45) / 2.0);
         assert!((1300.0..1410.0).contains(&cx) && (640.0..750.0).contains(&cy), "frame {n}: eyes at {cx:.0},{cy:.0}");
     }
+}
+
+/// The 30-frame 1080p clip of the tests: Hamilton's face about 50 px wide at
+/// 1300,640, on noise.
+fn small_face_video(dir: &std::path::Path) -> std::path::PathBuf {
+    let video = dir.join("small.mp4");
+    ffmpeg(&[
+        "-i",
+        data("hamilton_clip.mp4").to_str().unwrap(),
+        "-vf",
+        "select=eq(n\\,190),crop=240:240:160:20,scale=110:110,pad=1920:1080:1300:640:0x606060,\
+         loop=29:1:0,noise=alls=6:allf=t,format=yuv420p",
+        "-frames:v",
+        "30",
+        "-r",
+        "25",
+        video.to_str().unwrap(),
+    ]);
+    video
+}
+
+/// `bench` reports the tile searches of HD video: their count and median time, on
+/// the whole clip and on a run of 5 frames.
+#[test]
+fn bench_reports_the_tile_searches_of_hd_video() {
+    let dir = tempfile::tempdir().unwrap();
+    let video = small_face_video(dir.path());
+    let report = |frames: &str| -> serde_json::Value {
+        let out =
+            bin().args(["bench", "--json", "--video", video.to_str().unwrap(), "--frames", frames]).output().unwrap();
+        assert!(out.status.success(), "--frames {frames}: {}", stderr(&out));
+        serde_json::from_str(String::from_utf8_lossy(&out.stdout).lines().last().unwrap()).unwrap()
+    };
+    let whole = report("30");
+    // Frames 0, 10 and 20 search the whole frame; most others search a tile.
+    let tiles = whole["tile_searches"].as_u64().unwrap();
+    assert!((20..=27).contains(&tiles), "{whole}");
+    assert!(whole["tile_ms"].as_f64().unwrap() > 0.0, "{whole}");
+    let short = report("5");
+    assert_eq!(short["tile_searches"].as_u64().unwrap(), 4, "{short}");
 }

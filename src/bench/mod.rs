@@ -22,6 +22,8 @@ pub struct BenchReport {
     pub fps: f64,
     pub decode_ms: f64,
     pub detect_ms: f64,
+    /// Median time of a tile search (HD video), 0 without any.
+    pub tile_ms: f64,
     pub infer_ms_per_face: f64,
     pub draw_ms: f64,
     pub latency_ms: f64,
@@ -30,6 +32,8 @@ pub struct BenchReport {
     /// Frames a live source dropped because a newer one arrived.
     pub dropped: u64,
     pub detector_runs: u64,
+    /// Frames that searched a tile for small faces.
+    pub tile_searches: usize,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub jitter: Option<f64>,
     /// Frames the jitter was measured on (those of the longest track).
@@ -112,6 +116,11 @@ pub enum Jitter {
     Skip,
 }
 
+/// The samples of `v` after the first `w` (all of them gone when `v` is shorter).
+fn after(v: &[f64], w: usize) -> &[f64] {
+    &v[w.min(v.len())..]
+}
+
 /// The figures of a bench run, after [`WARMUP_FRAMES`].
 pub fn report(summary: &RunSummary, scheme: Scheme, jitter_of: Jitter) -> BenchReport {
     let still = jitter_of == Jitter::Measure;
@@ -129,7 +138,8 @@ pub fn report(summary: &RunSummary, scheme: Scheme, jitter_of: Jitter) -> BenchR
         faces: summary.faces,
         fps,
         decode_ms: median(&s.decode_ms[w..]),
-        detect_ms: median(&s.detect_ms[w..]),
+        detect_ms: median(after(&s.detect_ms, w)),
+        tile_ms: median(after(&s.tile_ms, w)),
         infer_ms_per_face: median(&s.infer_ms_per_face),
         draw_ms: median(&s.draw_ms[w..]),
         latency_ms: median(&s.latency_ms[w..]),
@@ -140,6 +150,7 @@ pub fn report(summary: &RunSummary, scheme: Scheme, jitter_of: Jitter) -> BenchR
         },
         dropped: summary.dropped,
         detector_runs: s.detector_runs,
+        tile_searches: s.tile_ms.len(),
         jitter: still.then(|| jitter(measured, scheme)).flatten(),
         jitter_frames: still.then(|| longest_track_frames(measured)),
         jitter_settled: still.then(|| jitter(after_track_start(measured, WARMUP_FRAMES), scheme)).flatten(),
@@ -163,6 +174,9 @@ impl BenchReport {
             println!("dropped       {} stale frames", self.dropped);
         }
         println!("detector runs {} of {} frames", self.detector_runs, total_frames);
+        if self.tile_searches > 0 {
+            println!("tile searches {} of {} frames, median {:.2} ms", self.tile_searches, total_frames, self.tile_ms);
+        }
         if let Some(j) = self.jitter {
             println!(
                 "jitter        {j:.5} of the inter-ocular distance (longest track, {} frames)",

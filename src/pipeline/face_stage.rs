@@ -40,6 +40,8 @@ pub struct Found<'a> {
 pub struct Searched {
     pub frame: Option<Vec<Detection>>,
     pub tile: Vec<Detection>,
+    /// Whether a tile was searched (`tile` may still be empty).
+    pub tiled: bool,
 }
 
 impl Searched {

@@ -22,6 +22,8 @@ pub struct StageSamples {
     pub decode_ms: Vec<f64>,
     /// Haar cascade time of the frames the detector ran on.
     pub detect_ms: Vec<f64>,
+    /// Time of the frames' tile searches (HD video between detector runs).
+    pub tile_ms: Vec<f64>,
     /// Crop + CNN time divided by the faces of the frame (frames with faces only).
     pub infer_ms_per_face: Vec<f64>,
     pub draw_ms: Vec<f64>,
@@ -40,6 +42,7 @@ impl StageSamples {
         if item.times.detector_ran {
             self.detect_ms.push(item.times.detect_ms);
         }
+        self.tile_ms.extend(item.times.tile_ms);
         if !item.faces.is_empty() {
             self.infer_ms_per_face.push(item.times.infer_ms / item.faces.len() as f64);
         }
