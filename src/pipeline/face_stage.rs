@@ -39,14 +39,13 @@ pub struct Found<'a> {
 #[derive(Debug, Clone, Default)]
 pub struct Searched {
     pub frame: Option<Vec<Detection>>,
-    pub tile: Vec<Detection>,
-    /// Whether a tile was searched (`tile` may still be empty).
-    pub tiled: bool,
+    /// The boxes of the frame's tile search, if it searched a tile.
+    pub tile: Option<Vec<Detection>>,
 }
 
 impl Searched {
     pub fn found(&self) -> Found<'_> {
-        Found { frame: self.frame.as_deref(), tile: &self.tile }
+        Found { frame: self.frame.as_deref(), tile: self.tile.as_deref().unwrap_or_default() }
     }
 }
 

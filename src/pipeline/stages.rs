@@ -71,14 +71,14 @@ impl DetectStage {
     /// the next of `tiles`.
     pub fn search(&mut self, gray: &Mat, n: u64, tiles: &[Tile]) -> Result<Searched> {
         if n.is_multiple_of(self.every) {
-            return Ok(Searched { frame: Some(self.detector.detect(gray)?), ..Searched::default() });
+            return Ok(Searched { frame: Some(self.detector.detect(gray)?), tile: None });
         }
         if tiles.is_empty() {
             return Ok(Searched::default());
         }
         let tile = &tiles[self.tile_searches % tiles.len()];
         self.tile_searches += 1;
-        Ok(Searched { frame: None, tile: self.detector.detect_tile(gray, tile)?, tiled: true })
+        Ok(Searched { frame: None, tile: Some(self.detector.detect_tile(gray, tile)?) })
     }
 }
 
@@ -203,7 +203,7 @@ fn face_thread(mut stage: FaceStage, rx: Receiver<Detected>, tx: Sender<Annotate
         times.decode_ms = d.frame.decode_ms;
         times.detector_ran |= d.searched.frame.is_some();
         times.detect_ms += if d.searched.frame.is_some() { d.detect_ms } else { 0.0 };
-        times.tile_ms = d.searched.tiled.then_some(d.detect_ms);
+        times.tile_ms = d.searched.tile.is_some().then_some(d.detect_ms);
         if tx.send(Annotated { frame: d.frame, faces: processed.faces, times }).is_err() {
             break;
         }
