@@ -40,14 +40,9 @@ fn centre_inside(b: &[f64; 4], truth: &[f64; 4]) -> bool {
 
 /// The shipped 68-point weights with their config's face threshold removed.
 fn weights_without_threshold(dir: &Path) -> PathBuf {
-    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("weights");
-    let mut config: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(repo.join("face68.json")).unwrap()).unwrap();
-    assert!(config["max_spread"].is_number(), "the shipped config sets a face threshold");
-    config.as_object_mut().unwrap().remove("max_spread");
-    std::fs::write(dir.join("face68.json"), config.to_string()).unwrap();
-    std::fs::copy(repo.join("face68.safetensors"), dir.join("face68.safetensors")).unwrap();
-    dir.join("face68.safetensors")
+    let (weights, threshold) = shipped68_without("max_spread", dir);
+    assert!(threshold.is_number(), "the shipped config sets a face threshold");
+    weights
 }
 
 #[test]

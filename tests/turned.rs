@@ -107,14 +107,9 @@ fn a_face_turned_aside_is_found_by_the_profile_cascade() {
     assert_eq!(faces.len(), 1, "{faces:?}");
     let nme = facekp::eval::nme(&faces[0], truth, facekp::landmarks::Scheme::P68);
     assert!(nme < 0.10, "NME {nme}");
-    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("weights");
     let frontal_only = dir.path().join("frontal");
     std::fs::create_dir(&frontal_only).unwrap();
-    let mut config: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(repo.join("face68.json")).unwrap()).unwrap();
-    assert!(config.as_object_mut().unwrap().remove("profile_crop").is_some(), "the shipped config has one");
-    std::fs::write(frontal_only.join("face68.json"), config.to_string()).unwrap();
-    std::fs::copy(repo.join("face68.safetensors"), frontal_only.join("face68.safetensors")).unwrap();
-    let weights = frontal_only.join("face68.safetensors");
+    let (weights, prior) = shipped68_without("profile_crop", &frontal_only);
+    assert!(prior.is_object(), "the shipped config has one");
     assert!(faces_in_photo(&ytf.join("images").join(name), Some(&weights), &dir.path().join("plain")).is_empty());
 }
