@@ -101,6 +101,14 @@ fn repeat_sets_each_folders_share_of_an_epoch_and_holds_across_resume() {
     assert!(!changed.status.success());
     let err = stderr(&changed);
     assert!(err.contains("trained with --repeat [1, 3], now given [1, 2]") && !err.contains("panicked"), "{err}");
+    // ... and with the loss it was trained with.
+    let mut other_loss = bin();
+    other_loss.args(["train", "--points", "15", "--batch-size", "8", "--epochs", "2", "--repeat", "1,3", "--resume"]);
+    let other_loss = other_loss.args(["--loss", "wing", "--data", &data, "--out"]).arg(&out).output().unwrap();
+    assert!(!other_loss.status.success());
+    let err = stderr(&other_loss);
+    assert!(err.contains("trained with --loss l1, now given wing") && !err.contains("panicked"), "{err}");
+    assert_eq!(config["trained"]["loss"], "l1");
     let count = train("2", "1", false);
     assert!(!count.status.success());
     assert!(stderr(&count).contains("--repeat: 1 value(s) for 2 --data folder(s)"), "{}", stderr(&count));
@@ -144,4 +152,52 @@ fn a_killed_training_run_resumes_from_its_last_checkpoint() {
         .filter(|e| e.file_name().to_string_lossy().contains(".tmp"))
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+/// Turned heads enter an epoch more often. On real labels, the faces the pose of
+/// the labels turns past 30 degrees are the ones whose nose tip sits far off the
+/// middle of the jaw, and a mirrored face keeps its emphasis.
+#[test]
+fn turned_faces_are_the_ones_whose_nose_sits_off_the_middle_of_the_jaw() {
+    use facekp::geometry::Point;
+    use facekp::landmarks::Scheme;
+    use facekp::pose::{CameraSpec, PoseSolver};
+    use facekp::train::sets::Emphasis;
+    use opencv::prelude::*;
+
+    let dir = shared("datasets/ytf68");
+    let set = facekp::dataset::load_set("ytf68", &dir.join("val.csv"), &dir.join("images")).unwrap();
+    let solver = PoseSolver::new(Scheme::P68, CameraSpec::default());
+    // Where the nose tip sits between the jaw's ends along the eye line: 0.5 on a
+    // frontal face, towards 0 or 1 as the head turns.
+    let nose_at = |p: &[Point]| {
+        let (dx, dy) = (p[45].x - p[36].x, p[45].y - p[36].y);
+        let along = |q: Point| (q.x * dx + q.y * dy) / (dx * dx + dy * dy).sqrt();
+        (along(p[30]) - along(p[0])) / (along(p[16]) - along(p[0]))
+    };
+    let (mut turned, mut other) = (Vec::new(), Vec::new());
+    for (gray, a) in set.images.iter().zip(&set.annotations) {
+        let size = (gray.cols() as u32, gray.rows() as u32);
+        let emphasis = Emphasis::of(&a.points, size, &solver).unwrap();
+        let mirrored: Vec<Point> = Scheme::P68
+            .mirror_labels(&a.points)
+            .iter()
+            .map(|q| Point { x: size.0 as f32 - 1.0 - q.x, y: q.y })
+            .collect();
+        assert_eq!(Emphasis::of(&mirrored, size, &solver).unwrap(), emphasis, "{} mirrored", a.image);
+        match emphasis {
+            Emphasis::Turned => turned.push((nose_at(&a.points) - 0.5).abs()),
+            Emphasis::None => other.push((nose_at(&a.points) - 0.5).abs()),
+            Emphasis::ClosedEye => {}
+        }
+    }
+    let median = |v: &mut Vec<f32>| {
+        v.sort_by(f32::total_cmp);
+        v[v.len() / 2]
+    };
+    // 32 of the 366 val faces are turned; their nose tips sit 0.27 or more off the
+    // middle, the median face's 0.1.
+    assert!(turned.len() >= 20 && other.len() > 200, "{} turned, {} other", turned.len(), other.len());
+    let (t, o) = (median(&mut turned), median(&mut other));
+    assert!(turned[0] > 0.2 && t > 0.3 && o < 0.15, "turned: min {}, median {t}; other: median {o}", turned[0]);
 }

@@ -9,6 +9,7 @@ use facekp::encode::EncoderChoice;
 use facekp::eval::Boxes;
 use facekp::landmarks::Scheme;
 use facekp::model::{DeviceChoice, PrecisionChoice};
+use facekp::train::Loss;
 use std::ffi::OsStr;
 use std::marker::PhantomData;
 use std::path::PathBuf;
@@ -302,6 +303,9 @@ pub struct TrainArgs {
     /// Peak learning rate of the cosine schedule
     #[arg(long, default_value_t = 2e-3, value_parser = positive_rate, allow_negative_numbers = true)]
     pub lr: f64,
+    /// Loss on the coordinates: l1, or wing (steeper on small errors)
+    #[arg(long, default_value = "l1", value_parser = choice::<Loss>("loss"))]
+    pub loss: Loss,
     /// Haar cascade file, to measure the crop prior
     #[arg(long, default_value = facekp::detect::DEFAULT_CASCADE)]
     pub cascade: PathBuf,

@@ -380,6 +380,7 @@ pub fn train(args: TrainArgs) -> Result<u8> {
         device,
         batch_size: args.batch_size as usize,
         learning_rate: args.lr,
+        loss: args.loss,
         cascade: args.cascade,
     })?;
     Ok(0)

@@ -68,6 +68,9 @@ pub struct TrainInfo {
     /// Times each data set's faces entered an epoch (absent: once each).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub repeat: Vec<usize>,
+    /// The training loss (absent: L1, the only one before `--loss`).
+    #[serde(default)]
+    pub loss: crate::train::Loss,
     pub seed: u64,
     pub train_secs: f64,
     pub final_val_nme: Vec<(String, f64)>,

@@ -53,6 +53,9 @@ pub(super) struct CheckpointState {
     /// Per data folder (absent in checkpoints from before `--repeat`: once each).
     #[serde(default)]
     pub repeat: Vec<usize>,
+    /// Absent in checkpoints from before `--loss`: L1.
+    #[serde(default)]
+    pub loss: super::Loss,
 }
 
 const STATE_TENSOR: &str = "checkpoint_state_json";

@@ -6,12 +6,14 @@
 //! - [`prior`]: where the Haar box sits relative to the true points;
 //! - [`checkpoint`]: checkpoints and weight files;
 //! - [`average`]: the moving average of the weights;
+//! - [`loss`]: L1 or wing loss on the coordinates;
 //! - [`optim`]: AdamW and the learning-rate schedule;
 //! - [`sets`]: the data of a run (data set folders and Kaggle CSVs).
 
 pub mod augment;
 mod average;
 mod checkpoint;
+pub mod loss;
 pub mod optim;
 pub mod prior;
 pub mod sets;
@@ -31,6 +33,7 @@ use anyhow::{bail, Context, Result};
 use augment::LabelledFace;
 use average::WeightAverage;
 use checkpoint::{CheckpointState, Resumed};
+pub use loss::Loss;
 use rand::seq::SliceRandom;
 use rand::{rngs::StdRng, SeedableRng};
 use serde::{Deserialize, Serialize};
@@ -60,6 +63,7 @@ pub struct TrainOptions {
     pub device: Device,
     pub batch_size: usize,
     pub learning_rate: f64,
+    pub loss: Loss,
     pub cascade: PathBuf,
 }
 
@@ -154,6 +158,7 @@ pub fn train(opts: &TrainOptions) -> Result<()> {
             data: opts.data_dirs.iter().map(|d| d.display().to_string()).collect(),
             train_faces: pool.faces.len(),
             repeat: opts.repeat.clone(),
+            loss: opts.loss,
         };
         checkpoint::save_checkpoint(&ckpt_path, &trainee.vs, &trainee.opt, &trainee.average, &state)?;
         plot::loss_curve(&opts.out.with_extension("loss.png"), &history)?;
@@ -199,7 +204,7 @@ fn check_options(opts: &TrainOptions) -> Result<()> {
 
 /// Refuses a `--batch-size` larger than an epoch, before the prior is measured.
 fn check_pool_size(opts: &TrainOptions, sets: &Sets) -> Result<()> {
-    let counts: Vec<String> = sets.train.iter().map(|s| format!("{} {}", s.name, s.faces.len())).collect();
+    let counts: Vec<String> = sets.train.iter().map(describe_set).collect();
     eprintln!("training faces: {} ({})", sets.train.iter().map(|s| s.faces.len()).sum::<usize>(), counts.join(", "));
     let crops = Pool::crops(sets, &opts.repeat);
     if crops < opts.batch_size {
@@ -209,6 +214,17 @@ fn check_pool_size(opts: &TrainOptions, sets: &Sets) -> Result<()> {
     let batches = crops / opts.batch_size;
     eprintln!("an epoch: {crops} crops ({}), {batches} batches of {}", mix.join(", "), opts.batch_size);
     Ok(())
+}
+
+/// A training set's name and faces, with how many closed-eye and turned faces it
+/// has (they enter an epoch more often).
+fn describe_set(set: &TrainSet) -> String {
+    let count = |e: sets::Emphasis| set.emphasis.iter().filter(|&&x| x == e).count();
+    let (closed, turned) = (count(sets::Emphasis::ClosedEye), count(sets::Emphasis::Turned));
+    match set.kind {
+        sets::SetKind::Folder => format!("{} {}: {closed} closed-eye, {turned} turned", set.name, set.faces.len()),
+        sets::SetKind::Kaggle => format!("{} {}", set.name, set.faces.len()),
+    }
 }
 
 /// The checkpoint to continue from, checked against `opts`, when `--resume` finds one.
@@ -232,6 +248,9 @@ fn resume(opts: &TrainOptions, ckpt_path: &Path) -> Result<Option<Resumed>> {
             saved_repeat,
             opts.repeat
         );
+    }
+    if state.loss != opts.loss {
+        bail!("checkpoint {}: trained with --loss {}, now given {}", ckpt_path.display(), state.loss, opts.loss);
     }
     eprintln!("resuming {} after epoch {}", ckpt_path.display(), state.history.len());
     Ok(Some(resumed))
@@ -361,7 +380,7 @@ impl Trainee {
     }
 
     /// One optimizer step on a batch of crops; returns the loss.
-    fn step(&mut self, batch: &Batch, lr: f64) -> Result<f64> {
+    fn step(&mut self, batch: &Batch, loss: Loss, lr: f64) -> Result<f64> {
         let net = &self.net;
         let b = batch.sets.size()[0];
         let n_out = batch.targets.size()[1];
@@ -373,8 +392,7 @@ impl Trainee {
         let offset = batch.frame_to_unit.matmul(&origin).view([b, 1, 2]);
         let pred = (pred.view([b, n_out / 2, 2]) + offset).view([b, n_out]);
         // Mean over the labelled coordinates (a Kaggle row lacks some points).
-        let loss =
-            ((pred - &batch.targets).abs() * &batch.mask).sum(Kind::Float) / batch.mask.sum(Kind::Float).clamp_min(1.0);
+        let loss = loss.mean(&pred, &batch.targets, &batch.mask);
         self.opt.zero_grad();
         loss.backward();
         self.opt.step(lr);
@@ -444,7 +462,7 @@ fn run_epoch(
     for indices in order.chunks_exact(opts.batch_size) {
         let batch = Batch::sample(&mut rng, pool, indices, config, opts.device)?;
         let lr = optim::learning_rate(opts.learning_rate, trainee.opt.step, warmup, total_steps);
-        let loss = trainee.step(&batch, lr)?;
+        let loss = trainee.step(&batch, opts.loss, lr)?;
         if !loss.is_finite() {
             bail!("training diverged at epoch {} (loss {loss})", epoch + 1);
         }
@@ -512,6 +530,7 @@ fn write_outputs(
         epochs: opts.epochs,
         train_faces,
         repeat: opts.repeat.clone(),
+        loss: opts.loss,
         seed: opts.seed,
         train_secs: history.iter().map(|h| h.secs).sum(),
         final_val_nme: history.last().map(|h| h.val_nme.clone()).unwrap_or_default(),

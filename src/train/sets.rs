@@ -7,8 +7,10 @@ use crate::dataset;
 use crate::geometry::{CropPrior, Point};
 use crate::kaggle::{self, KaggleFace};
 use crate::landmarks::Scheme;
-use crate::pose::Openness;
+use crate::pose::{CameraSpec, Openness, PoseSolver};
 use anyhow::{bail, Result};
+use opencv::core::Mat;
+use opencv::prelude::*;
 use std::path::Path;
 
 /// Every this-many-th row of a Kaggle CSV, from the first, is held out for
@@ -33,6 +35,8 @@ pub struct TrainSet {
     /// The 68 points of each face of a folder set (to match Haar boxes to faces when
     /// measuring the crop prior); empty for a Kaggle set.
     pub points68: Vec<Vec<Point>>,
+    /// Which faces enter an epoch more often than the others, one per face.
+    pub emphasis: Vec<Emphasis>,
 }
 
 /// The data sets of a run, training and validation splits.
@@ -68,10 +72,10 @@ impl Sets {
             bail!("--data {}: no train.csv in this folder, and not a Kaggle keypoints CSV", dir.display());
         }
         eprintln!("loading {name}: {}", csv.display());
-        self.train.push(folder_set(dataset::load_set(&name, &csv, &images)?, scheme));
+        self.train.push(folder_set(dataset::load_set(&name, &csv, &images)?, scheme)?);
         let val = dir.join("val.csv");
         if val.is_file() {
-            self.val.push(folder_set(dataset::load_set(&name, &val, &images)?, scheme));
+            self.val.push(folder_set(dataset::load_set(&name, &val, &images)?, scheme)?);
         }
         Ok(())
     }
@@ -86,8 +90,13 @@ impl Sets {
             let split = if i % KAGGLE_VAL_EVERY == 0 { &mut val } else { &mut train };
             split.push(kaggle_face(face));
         }
-        let set =
-            |faces| TrainSet { name: kaggle::CONVENTION.into(), kind: SetKind::Kaggle, faces, points68: Vec::new() };
+        let set = |faces: Vec<LabelledFace>| TrainSet {
+            name: kaggle::CONVENTION.into(),
+            kind: SetKind::Kaggle,
+            emphasis: vec![Emphasis::None; faces.len()],
+            faces,
+            points68: Vec::new(),
+        };
         self.train.push(set(train));
         if !val.is_empty() {
             self.val.push(set(val));
@@ -126,15 +135,16 @@ impl Sets {
     }
 }
 
-fn folder_set(set: dataset::LoadedSet, scheme: Scheme) -> TrainSet {
+fn folder_set(set: dataset::LoadedSet, scheme: Scheme) -> Result<TrainSet> {
     let points68: Vec<Vec<Point>> = set.annotations.iter().map(|a| a.points.clone()).collect();
+    let emphasis = emphasis_of(&set.images, &points68)?;
     let faces = set
         .images
         .into_iter()
         .zip(&points68)
         .map(|(gray, p)| LabelledFace::complete(gray, scheme.from_68(p)))
         .collect();
-    TrainSet { name: set.name, kind: SetKind::Folder, faces, points68 }
+    Ok(TrainSet { name: set.name, kind: SetKind::Folder, faces, points68, emphasis })
 }
 
 /// A Kaggle row as a labelled face; its placement is set once the prior is known.
@@ -156,22 +166,55 @@ pub const CLOSED_EYE_EAR: f32 = 0.15;
 /// an epoch.
 pub const CLOSED_EYE_REPEAT: usize = 3;
 
-/// How many times face `i` of `set` enters an epoch for each of its set's repeats.
-fn face_weight(set: &TrainSet, i: usize) -> usize {
-    let closed = set
-        .points68
-        .get(i)
-        .and_then(|p| Openness::from_points(p))
-        .is_some_and(|o| o.eyes.iter().any(|&e| e < CLOSED_EYE_EAR));
-    if closed {
-        CLOSED_EYE_REPEAT
-    } else {
-        1
+/// A face whose labels' head pose (the pose solver's yaw, frame width as focal
+/// length) turns further than this many degrees is a turned face. Turned faces are
+/// a small part of the data sets, and the profile search finds them at run time.
+pub const TURNED_YAW_DEG: f32 = 30.0;
+/// How many times more often than its set's frontal faces a turned face enters an
+/// epoch (a turned face with a closed eye: the closed-eye repeat).
+pub const TURNED_REPEAT: usize = 2;
+
+/// Why a face enters an epoch more often than its set's others.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Emphasis {
+    None,
+    /// An eye's aspect ratio is under [`CLOSED_EYE_EAR`].
+    ClosedEye,
+    /// The head turns further than [`TURNED_YAW_DEG`] (and no eye is closed).
+    Turned,
+}
+
+impl Emphasis {
+    /// The emphasis of a face with 68 labelled `points68` in a photo of
+    /// `frame_size` (width, height); `solver` is a 68-point pose solver.
+    pub fn of(points68: &[Point], frame_size: (u32, u32), solver: &PoseSolver) -> opencv::Result<Emphasis> {
+        if Openness::from_points(points68).is_some_and(|o| o.eyes.iter().any(|&e| e < CLOSED_EYE_EAR)) {
+            return Ok(Emphasis::ClosedEye);
+        }
+        let turned = solver.solve(points68, frame_size)?.is_some_and(|pose| pose.yaw.abs() > TURNED_YAW_DEG);
+        Ok(if turned { Emphasis::Turned } else { Emphasis::None })
+    }
+
+    /// How many times the face enters an epoch for each of its set's repeats.
+    pub fn times(self) -> usize {
+        match self {
+            Emphasis::None => 1,
+            Emphasis::ClosedEye => CLOSED_EYE_REPEAT,
+            Emphasis::Turned => TURNED_REPEAT,
+        }
     }
 }
 
+/// The emphasis of each face of a folder set (`images`, their 68 `points68`).
+fn emphasis_of(images: &[Mat], points68: &[Vec<Point>]) -> Result<Vec<Emphasis>> {
+    let solver = PoseSolver::new(Scheme::P68, CameraSpec::default());
+    let size = |gray: &Mat| (gray.cols() as u32, gray.rows() as u32);
+    Ok(images.iter().zip(points68).map(|(gray, p)| Emphasis::of(p, size(gray), &solver)).collect::<Result<_, _>>()?)
+}
+
 /// What an epoch trains on: every face of data set k, `repeat[k]` times (closed-eye
-/// faces [`CLOSED_EYE_REPEAT`] times as often), each time with its own random crop.
+/// and turned faces more often: [`Emphasis`]), each time with its own
+/// random crop.
 pub struct Pool<'a> {
     /// Each face with the index of its set (and output head).
     pub faces: Vec<(&'a LabelledFace, usize)>,
@@ -183,18 +226,13 @@ pub struct Pool<'a> {
 impl Pool<'_> {
     /// The crops of an epoch.
     pub fn crops(sets: &Sets, repeat: &[usize]) -> usize {
-        sets.train
-            .iter()
-            .zip(repeat)
-            .map(|(s, r)| (0..s.faces.len()).map(|i| face_weight(s, i)).sum::<usize>() * r)
-            .sum()
+        sets.train.iter().zip(repeat).map(|(s, r)| s.emphasis.iter().map(|e| e.times()).sum::<usize>() * r).sum()
     }
 
     pub fn new<'a>(sets: &'a Sets, repeat: &[usize], batch_size: usize) -> Pool<'a> {
         let faces: Vec<(&LabelledFace, usize)> =
             sets.train.iter().enumerate().flat_map(|(k, s)| s.faces.iter().map(move |f| (f, k))).collect();
-        let times =
-            sets.train.iter().zip(repeat).flat_map(|(s, r)| (0..s.faces.len()).map(move |i| face_weight(s, i) * r));
+        let times = sets.train.iter().zip(repeat).flat_map(|(s, r)| s.emphasis.iter().map(move |e| e.times() * r));
         let order: Vec<usize> = times.enumerate().flat_map(|(i, n)| std::iter::repeat_n(i, n)).collect();
         let batches = order.len() / batch_size;
         Pool { faces, order, batches }
