@@ -116,9 +116,9 @@ pub enum Jitter {
     Skip,
 }
 
-/// The samples of `v` after the first `w` (all of them gone when `v` is shorter).
-fn after(v: &[f64], w: usize) -> &[f64] {
-    &v[w.min(v.len())..]
+/// The samples of the frames of `v` after the first `w` that have one.
+fn taken_after(v: &[Option<f64>], w: usize) -> Vec<f64> {
+    v[w.min(v.len())..].iter().flatten().copied().collect()
 }
 
 /// The figures of a bench run, after [`WARMUP_FRAMES`].
@@ -138,8 +138,8 @@ pub fn report(summary: &RunSummary, scheme: Scheme, jitter_of: Jitter) -> BenchR
         faces: summary.faces,
         fps,
         decode_ms: median(&s.decode_ms[w..]),
-        detect_ms: median(after(&s.detect_ms, w)),
-        tile_ms: median(after(&s.tile_ms, w)),
+        detect_ms: median(&taken_after(&s.detect_ms, w)),
+        tile_ms: median(&taken_after(&s.tile_ms, w)),
         infer_ms_per_face: median(&s.infer_ms_per_face),
         draw_ms: median(&s.draw_ms[w..]),
         latency_ms: median(&s.latency_ms[w..]),
@@ -150,7 +150,7 @@ pub fn report(summary: &RunSummary, scheme: Scheme, jitter_of: Jitter) -> BenchR
         },
         dropped: summary.dropped,
         detector_runs: s.detector_runs,
-        tile_searches: s.tile_ms.len(),
+        tile_searches: s.tile_ms.iter().flatten().count(),
         jitter: still.then(|| jitter(measured, scheme)).flatten(),
         jitter_frames: still.then(|| longest_track_frames(measured)),
         jitter_settled: still.then(|| jitter(after_track_start(measured, WARMUP_FRAMES), scheme)).flatten(),
@@ -212,6 +212,46 @@ mod tests {
         let moving: Vec<Vec<Face>> = (0..10).map(|i| face(if i % 2 == 0 { 1.0 } else { -1.0 })).collect();
         assert!((jitter(&moving, Scheme::P68).unwrap() - 0.01).abs() < 1e-6);
         assert_eq!(jitter(&[vec![], vec![]], Scheme::P68), None);
+    }
+
+    /// The detector runs on every 5th frame, 100 ms on the warm-up frames and 10
+    /// ms after; tiles on the others. Only the warm-up frames' runs are left out.
+    #[test]
+    fn detect_medians_leave_out_the_warm_up_frames_not_the_first_runs() {
+        let frames = 40;
+        let warm = |i: usize, ms: f64| if i < WARMUP_FRAMES { 100.0 } else { ms };
+        let samples = crate::pipeline::StageSamples {
+            decode_ms: vec![1.0; frames],
+            detect_ms: (0..frames).map(|i| (i % 5 == 0).then(|| warm(i, 10.0))).collect(),
+            tile_ms: (0..frames).map(|i| (i % 5 != 0).then(|| warm(i, 20.0 + i as f64))).collect(),
+            draw_ms: vec![1.0; frames],
+            latency_ms: vec![1.0; frames],
+            done_secs: (0..frames).map(|i| i as f64 / 30.0).collect(),
+            detector_runs: 8,
+            ..Default::default()
+        };
+        let summary = RunSummary {
+            samples,
+            faces_per_frame: vec![vec![]; frames],
+            frames: frames as u64,
+            faces: 0,
+            frames_with_faces: 0,
+            dropped: 0,
+            skipped: 0,
+            skipped_names: Vec::new(),
+            display_skipped: 0,
+            encoder: None,
+            secs: 1.0,
+            stop: crate::pipeline::StopReason::End,
+            outputs: Vec::new(),
+        };
+        let r = report(&summary, Scheme::P68, Jitter::Skip);
+        assert_eq!(r.detect_ms, 10.0);
+        // The 24 tile frames after warm-up are 11-14, 16-19, ..., 36-39; the 13th
+        // is frame 26.
+        assert_eq!(r.tile_ms, 46.0);
+        assert_eq!(r.tile_searches, 32);
+        assert_eq!(r.frames, frames - WARMUP_FRAMES);
     }
 
     #[test]

@@ -20,10 +20,11 @@ pub enum StopReason {
 #[derive(Debug, Clone, Default)]
 pub struct StageSamples {
     pub decode_ms: Vec<f64>,
-    /// Haar cascade time of the frames the detector ran on.
-    pub detect_ms: Vec<f64>,
-    /// Time of the frames' tile searches (HD video between detector runs).
-    pub tile_ms: Vec<f64>,
+    /// Haar cascade time, per frame; `None` where the detector did not run.
+    pub detect_ms: Vec<Option<f64>>,
+    /// Tile search time (HD video between detector runs), per frame; `None`
+    /// where no tile was searched.
+    pub tile_ms: Vec<Option<f64>>,
     /// Crop + CNN time divided by the faces of the frame (frames with faces only).
     pub infer_ms_per_face: Vec<f64>,
     pub draw_ms: Vec<f64>,
@@ -39,10 +40,8 @@ impl StageSamples {
     /// in `draw_ms`, in a run that started at `started`.
     pub(super) fn record(&mut self, item: &Annotated, draw_ms: f64, now: Instant, started: Instant) {
         self.decode_ms.push(item.times.decode_ms);
-        if item.times.detector_ran {
-            self.detect_ms.push(item.times.detect_ms);
-        }
-        self.tile_ms.extend(item.times.tile_ms);
+        self.detect_ms.push(item.times.detector_ran.then_some(item.times.detect_ms));
+        self.tile_ms.push(item.times.tile_ms);
         if !item.faces.is_empty() {
             self.infer_ms_per_face.push(item.times.infer_ms / item.faces.len() as f64);
         }
