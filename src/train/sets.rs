@@ -159,7 +159,7 @@ fn complete_points(face: &LabelledFace) -> Option<Vec<Point>> {
 }
 
 /// A face whose annotated eye aspect ratio is below this, on either eye, has a
-/// closed eye. They are few (58 of the 803 HELEN training faces), and a model
+/// closed eye. They are few (40 of the 803 HELEN training faces), and a model
 /// trained on them once an epoch leaves closed eyes half open.
 pub const CLOSED_EYE_EAR: f32 = 0.15;
 /// How many times more often than its set's other faces a closed-eye face enters
