@@ -120,10 +120,10 @@ fn bf16_inference_finds_the_f32_points() {
 /// `facekp eval` on the val splits of ../shared/datasets with Haar boxes (as `run`
 /// finds faces): the shipped models keep their accuracy, NME at most 0.041 on
 /// ytf68, 0.037 on helen68 and 0.035 on lfpw68 (68 points; measured 0.0391,
-/// 0.0354, 0.0328) and 0.040 on ytf68 (15 points; 0.0357), far below dlib's
+/// 0.0354, 0.0328) and 0.040 on ytf68 (15 points; 0.0348), far below dlib's
 /// 68-point predictor measured the same way on ytf68 (0.068, and 0.061 for the
 /// 15 derived points). The detector, with the CNN's face check, finds at least 97%
-/// of the faces (measured 98.1%, 98.5% and 100% for 68 points, 98.1% for 15), and
+/// of the faces (measured 98.1%, 98.5% and 100% for 68 points, 97.5% for 15), and
 /// under 3% of them fail (NME > 0.1). No shift of every
 /// point remains: the mean signed error is within 0.005 of the inter-ocular
 /// distance in x and y (the models trained without a label origin were at
