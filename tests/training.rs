@@ -118,6 +118,71 @@ fn repeat_sets_each_folders_share_of_an_epoch_and_holds_across_resume() {
     assert!(stderr(&plain).contains("an epoch: 32 crops (seta x1, setb x1)"), "{}", stderr(&plain));
 }
 
+/// `--channels` and `--extra-convs` train another network shape, which the
+/// config records and `eval` rebuilds; a resume keeps it, and a wrong count or a
+/// fine-tune given a shape is refused before any data is read.
+#[test]
+fn other_stage_widths_train_a_network_that_eval_loads_and_a_resume_keeps() {
+    let dir = tempfile::tempdir().unwrap();
+    let set = tiny_set(dir.path(), 24);
+    let out = dir.path().join("m.safetensors");
+    let train = |shape: &[&str], epochs: &str, resume: bool| {
+        let mut cmd = bin();
+        cmd.args(["train", "--points", "15", "--batch-size", "8", "--epochs", epochs, "--data"]).arg(&set);
+        cmd.arg("--out").arg(&out).args(shape);
+        if resume {
+            cmd.arg("--resume");
+        }
+        cmd.output().unwrap()
+    };
+    let narrow = ["--channels", "8,16,24,32", "--extra-convs", "0,0,1,0"];
+    let first = train(&narrow, "1", false);
+    assert!(first.status.success(), "{}", stderr(&first));
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.with_extension("json")).unwrap()).unwrap();
+    assert_eq!(config["channels"], serde_json::json!([8, 16, 24, 32]));
+    assert_eq!(config["extra_convs"], serde_json::json!([0, 0, 1, 0]));
+    let eval = bin()
+        .args(["eval", "--points", "15", "--boxes", "truth", "--weights"])
+        .arg(&out)
+        .arg("--csv")
+        .arg(set.join("val.csv"))
+        .output()
+        .unwrap();
+    assert!(eval.status.success(), "{}", stderr(&eval));
+    let report = String::from_utf8_lossy(&eval.stdout);
+    assert!(report.contains("NME"), "{report}");
+
+    let resumed = train(&narrow, "2", true);
+    assert!(resumed.status.success() && stderr(&resumed).contains("after epoch 1"), "{}", stderr(&resumed));
+    let default_shape = train(&[], "3", true);
+    assert!(!default_shape.status.success());
+    let err = stderr(&default_shape);
+    assert!(
+        err.contains("trained with --channels [8, 16, 24, 32] --extra-convs [0, 0, 1, 0], now given [16, 32, 64, 96]")
+            && !err.contains("panicked"),
+        "{err}"
+    );
+
+    let count = train(&["--channels", "8,16"], "1", false);
+    assert!(!count.status.success());
+    let err = stderr(&count);
+    assert!(err.contains("--channels: the 15-point network has 4 stages, 2 value(s) given"), "{err}");
+    assert!(!err.contains("training faces"), "refused after reading the data: {err}");
+    let mut fine_tune = bin();
+    fine_tune
+        .args(["train", "--points", "15", "--channels", "8,16,24,32", "--init"])
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("weights/face15.safetensors"));
+    let fine_tune =
+        fine_tune.arg("--data").arg(&set).arg("--out").arg(dir.path().join("f.safetensors")).output().unwrap();
+    assert!(!fine_tune.status.success());
+    assert!(
+        stderr(&fine_tune).contains("a fine-tune (--init) keeps the network of its weights"),
+        "{}",
+        stderr(&fine_tune)
+    );
+}
+
 #[test]
 fn a_killed_training_run_resumes_from_its_last_checkpoint() {
     let dir = tempfile::tempdir().unwrap();

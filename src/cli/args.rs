@@ -309,6 +309,14 @@ pub struct TrainArgs {
     /// Haar cascade file, to measure the crop prior
     #[arg(long, default_value = facekp::detect::DEFAULT_CASCADE)]
     pub cascade: PathBuf,
+    /// Channels of each network stage, comma separated (default: the shipped
+    /// network's, 12,32,56,96,128 for 68 points and 16,32,64,96 for 15)
+    #[arg(long, value_delimiter = ',', value_parser = clap::value_parser!(u32).range(4..=512))]
+    pub channels: Option<Vec<u32>>,
+    /// Extra 3x3 convs in each network stage, comma separated (default: the
+    /// shipped network's, 0,0,1,2,1 for 68 points and 0,1,2,1 for 15)
+    #[arg(long, value_delimiter = ',', value_parser = clap::value_parser!(u32).range(0..=4))]
+    pub extra_convs: Option<Vec<u32>>,
 }
 
 #[derive(clap::Args)]

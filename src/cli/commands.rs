@@ -382,6 +382,10 @@ pub fn train(args: TrainArgs) -> Result<u8> {
         learning_rate: args.lr,
         loss: args.loss,
         cascade: args.cascade,
+        shape: train::ShapeOverride {
+            channels: args.channels.map(|c| c.into_iter().map(i64::from).collect()),
+            extra_convs: args.extra_convs.map(|e| e.into_iter().map(|n| n as usize).collect()),
+        },
     })?;
     Ok(0)
 }

@@ -65,6 +65,24 @@ pub struct TrainOptions {
     pub learning_rate: f64,
     pub loss: Loss,
     pub cascade: PathBuf,
+    /// Stage widths and depths in place of the scheme's shipped architecture.
+    pub shape: ShapeOverride,
+}
+
+/// Stage widths (`--channels`) and extra 3x3 convs per stage (`--extra-convs`) a
+/// fresh run trains instead of [`architecture`]'s; `None` keeps the shipped value.
+/// The number of stages stays the scheme's: the heatmap level and the strides
+/// depend on it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ShapeOverride {
+    pub channels: Option<Vec<i64>>,
+    pub extra_convs: Option<Vec<usize>>,
+}
+
+impl ShapeOverride {
+    fn is_empty(&self) -> bool {
+        self.channels.is_none() && self.extra_convs.is_none()
+    }
 }
 
 /// A network shape: the model config's architecture fields.
@@ -73,6 +91,28 @@ pub struct Architecture {
     pub extra_convs: Vec<usize>,
     pub heatmaps: Heatmaps,
     pub crop_padding: f32,
+}
+
+/// The network a fresh run of `opts` trains: the scheme's architecture with
+/// `opts.shape` put in, each list one value per stage.
+pub fn run_architecture(opts: &TrainOptions) -> Result<Architecture> {
+    let mut arch = architecture(opts.scheme);
+    let stages = arch.channels.len();
+    let check = |flag: &str, given: usize| -> Result<()> {
+        if given != stages {
+            bail!("{flag}: the {}-point network has {stages} stages, {given} value(s) given", opts.scheme.num_points());
+        }
+        Ok(())
+    };
+    if let Some(channels) = &opts.shape.channels {
+        check("--channels", channels.len())?;
+        arch.channels = channels.clone();
+    }
+    if let Some(extra) = &opts.shape.extra_convs {
+        check("--extra-convs", extra.len())?;
+        arch.extra_convs = extra.clone();
+    }
+    Ok(arch)
 }
 
 /// The shipped architectures, sized for the CPU budget (3 ms at 224 px, 1 ms at 96 px).
@@ -199,6 +239,10 @@ fn check_options(opts: &TrainOptions) -> Result<()> {
             opts.data_dirs.len()
         );
     }
+    if opts.init.is_some() && !opts.shape.is_empty() {
+        bail!("--channels/--extra-convs: a fine-tune (--init) keeps the network of its weights");
+    }
+    run_architecture(opts)?;
     Ok(())
 }
 
@@ -252,8 +296,29 @@ fn resume(opts: &TrainOptions, ckpt_path: &Path) -> Result<Option<Resumed>> {
     if state.loss != opts.loss {
         bail!("checkpoint {}: trained with --loss {}, now given {}", ckpt_path.display(), state.loss, opts.loss);
     }
+    check_resumed_shape(opts, &state.config, ckpt_path)?;
     eprintln!("resuming {} after epoch {}", ckpt_path.display(), state.history.len());
     Ok(Some(resumed))
+}
+
+/// Refuses a resume whose network differs from the checkpoint's (a fine-tune's
+/// network is its `--init` weights', whatever the scheme's default).
+fn check_resumed_shape(opts: &TrainOptions, saved: &ModelConfig, ckpt_path: &Path) -> Result<()> {
+    if opts.init.is_some() {
+        return Ok(());
+    }
+    let arch = run_architecture(opts)?;
+    if (&arch.channels, &arch.extra_convs) != (&saved.channels, &saved.extra_convs) {
+        bail!(
+            "checkpoint {}: trained with --channels {:?} --extra-convs {:?}, now given {:?} {:?}",
+            ckpt_path.display(),
+            saved.channels,
+            saved.extra_convs,
+            arch.channels,
+            arch.extra_convs
+        );
+    }
+    Ok(())
 }
 
 /// The config of a run that does not resume: from `--init` (fine-tuning), or the
@@ -264,7 +329,7 @@ fn start_config(opts: &TrainOptions, sets: &Sets) -> Result<Start> {
         return init_from(init, opts.scheme, sets);
     }
     let scheme = opts.scheme;
-    let arch = architecture(scheme);
+    let arch = run_architecture(opts)?;
     let (prior, profile_crop) = match (sets.can_measure_prior(), &opts.prior_fallback) {
         (true, _) => measure_priors(opts, sets, arch.crop_padding)?,
         (false, Some(fallback)) => {
