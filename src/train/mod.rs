@@ -73,7 +73,7 @@ pub struct TrainOptions {
 /// fresh run trains instead of [`architecture`]'s; `None` keeps the shipped value.
 /// The number of stages stays the scheme's: the heatmap level and the strides
 /// depend on it.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default)]
 pub struct ShapeOverride {
     pub channels: Option<Vec<i64>>,
     pub extra_convs: Option<Vec<usize>>,
@@ -95,7 +95,7 @@ pub struct Architecture {
 
 /// The network a fresh run of `opts` trains: the scheme's architecture with
 /// `opts.shape` put in, each list one value per stage.
-pub fn run_architecture(opts: &TrainOptions) -> Result<Architecture> {
+fn run_architecture(opts: &TrainOptions) -> Result<Architecture> {
     let mut arch = architecture(opts.scheme);
     let stages = arch.channels.len();
     let check = |flag: &str, given: usize| -> Result<()> {
@@ -160,6 +160,7 @@ struct Trainee {
 pub fn train(opts: &TrainOptions) -> Result<()> {
     let started = Instant::now();
     check_options(opts)?;
+    let arch = run_architecture(opts)?;
     let mut sets = Sets::load(&opts.data_dirs, opts.scheme)?;
     check_pool_size(opts, &sets)?;
     let ckpt_path = checkpoint_path(&opts.out);
@@ -168,10 +169,10 @@ pub fn train(opts: &TrainOptions) -> Result<()> {
     for p in [&ckpt_path, &opts.out, &config_path_for(&opts.out), &opts.out.with_extension("loss.png")] {
         fsutil::remove_stale_temps(p);
     }
-    let resumed = resume(opts, &ckpt_path)?;
+    let resumed = resume(opts, &arch, &ckpt_path)?;
     let start = match &resumed {
         Some(r) => Start { config: r.state.config.clone(), tensors: None },
-        None => start_config(opts, &sets)?,
+        None => start_config(opts, arch, &sets)?,
     };
     let config = start.config;
     if config.conventions != sets.conventions() {
@@ -242,7 +243,6 @@ fn check_options(opts: &TrainOptions) -> Result<()> {
     if opts.init.is_some() && !opts.shape.is_empty() {
         bail!("--channels/--extra-convs: a fine-tune (--init) keeps the network of its weights");
     }
-    run_architecture(opts)?;
     Ok(())
 }
 
@@ -272,7 +272,7 @@ fn describe_set(set: &TrainSet) -> String {
 }
 
 /// The checkpoint to continue from, checked against `opts`, when `--resume` finds one.
-fn resume(opts: &TrainOptions, ckpt_path: &Path) -> Result<Option<Resumed>> {
+fn resume(opts: &TrainOptions, arch: &Architecture, ckpt_path: &Path) -> Result<Option<Resumed>> {
     if !(opts.resume && ckpt_path.is_file()) {
         if opts.resume {
             eprintln!("no checkpoint at {}: starting from scratch", ckpt_path.display());
@@ -296,18 +296,17 @@ fn resume(opts: &TrainOptions, ckpt_path: &Path) -> Result<Option<Resumed>> {
     if state.loss != opts.loss {
         bail!("checkpoint {}: trained with --loss {}, now given {}", ckpt_path.display(), state.loss, opts.loss);
     }
-    check_resumed_shape(opts, &state.config, ckpt_path)?;
+    check_resumed_shape(opts, arch, &state.config, ckpt_path)?;
     eprintln!("resuming {} after epoch {}", ckpt_path.display(), state.history.len());
     Ok(Some(resumed))
 }
 
 /// Refuses a resume whose network differs from the checkpoint's (a fine-tune's
 /// network is its `--init` weights', whatever the scheme's default).
-fn check_resumed_shape(opts: &TrainOptions, saved: &ModelConfig, ckpt_path: &Path) -> Result<()> {
+fn check_resumed_shape(opts: &TrainOptions, arch: &Architecture, saved: &ModelConfig, ckpt_path: &Path) -> Result<()> {
     if opts.init.is_some() {
         return Ok(());
     }
-    let arch = run_architecture(opts)?;
     if (&arch.channels, &arch.extra_convs) != (&saved.channels, &saved.extra_convs) {
         bail!(
             "checkpoint {}: trained with --channels {:?} --extra-convs {:?}, now given {:?} {:?}",
@@ -322,14 +321,13 @@ fn check_resumed_shape(opts: &TrainOptions, saved: &ModelConfig, ckpt_path: &Pat
 }
 
 /// The config of a run that does not resume: from `--init` (fine-tuning), or the
-/// scheme's architecture with the Haar prior measured on the training photos (or,
+/// network `arch` with the Haar prior measured on the training photos (or,
 /// for Kaggle CSVs alone, taken from `prior_fallback`).
-fn start_config(opts: &TrainOptions, sets: &Sets) -> Result<Start> {
+fn start_config(opts: &TrainOptions, arch: Architecture, sets: &Sets) -> Result<Start> {
     if let Some(init) = &opts.init {
         return init_from(init, opts.scheme, sets);
     }
     let scheme = opts.scheme;
-    let arch = run_architecture(opts)?;
     let (prior, profile_crop) = match (sets.can_measure_prior(), &opts.prior_fallback) {
         (true, _) => measure_priors(opts, sets, arch.crop_padding)?,
         (false, Some(fallback)) => {
