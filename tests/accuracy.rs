@@ -7,10 +7,6 @@ use facekp::imageops;
 use facekp::landmarks::Scheme;
 use facekp::model::{Keypointer, Precision};
 
-fn weights(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("weights").join(name)
-}
-
 /// The precisions this CPU runs: f32, and bf16 where it has AVX512-BF16 (as
 /// the CI machine does).
 fn precisions() -> Vec<Precision> {

@@ -27,7 +27,7 @@ fn bad_sources_weights_and_outputs_give_one_clear_line() {
     std::fs::write(d.join("zero.mp4"), b"").unwrap();
     std::fs::write(d.join("text.mp4"), b"this is not a video\n").unwrap();
     std::fs::write(d.join("random.safetensors"), [7u8; 1000]).unwrap();
-    let w68 = Path::new(env!("CARGO_MANIFEST_DIR")).join("weights/face68.safetensors");
+    let w68 = weights("face68.safetensors");
 
     let missing = s(&d.join("missing.mp4"));
     expect_error(&["run", "--headless", "--video", &missing, "--output", &out_mp4], "file not found", d);
@@ -167,7 +167,7 @@ fn image_folders_skip_non_images_and_tiny_faces() {
 fn corrupt_weights_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let w68 = Path::new(env!("CARGO_MANIFEST_DIR")).join("weights/face68");
+    let w68 = weights("face68");
     let video = data("hamilton_clip.mp4").to_string_lossy().into_owned();
     // Random bytes and a truncated copy, each with a valid config beside it.
     let bytes = std::fs::read(w68.with_extension("safetensors")).unwrap();

@@ -60,7 +60,7 @@ fn a_camera_that_stops_mid_run_ends_the_run_with_complete_outputs() {
         encoder: facekp::encode::EncoderChoice::Auto,
         on_interrupt: pipeline::OnInterrupt::Finalise,
     };
-    let weights = Path::new(env!("CARGO_MANIFEST_DIR")).join("weights/face68.safetensors");
+    let weights = weights("face68.safetensors");
     let model = Keypointer::load(&weights, tch::Device::Cpu, Precision::auto(tch::Device::Cpu), None).unwrap();
     let prepared = pipeline::Prepared::new(
         Box::new(source),

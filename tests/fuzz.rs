@@ -10,7 +10,7 @@ use opencv::core::{Mat, Scalar, CV_8UC1};
 use proptest::prelude::*;
 
 fn weights68() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("weights/face68.safetensors")
+    weights("face68.safetensors")
 }
 
 proptest! {

@@ -53,7 +53,7 @@ fn a_portrait_gets_one_face_and_no_ghost_on_its_neck_or_chin() {
     for (i, (photo, _)) in PORTRAITS.iter().enumerate() {
         std::fs::copy(shared(photo), images.join(format!("{i}.jpg"))).unwrap();
     }
-    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("weights/face68.safetensors");
+    let shipped = weights("face68.safetensors");
     let found = faces_found(&images, &shipped, &dir.path().join("k.jsonl"));
     assert_eq!(found.len(), PORTRAITS.len());
     for (faces, (photo, truth)) in found.iter().zip(&PORTRAITS) {

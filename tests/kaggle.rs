@@ -60,7 +60,7 @@ fn train_fine_tunes_and_trains_from_scratch_on_a_kaggle_csv() {
     faces.truncate(240);
     write(&train_csv, &faces);
     write(&val_csv, &kaggle_faces("helen68", "val"));
-    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("weights/face15.safetensors");
+    let shipped = weights("face15.safetensors");
     for init in [Some(shipped), None] {
         let out_weights = d.join(if init.is_some() { "tuned.safetensors" } else { "scratch.safetensors" });
         let mut cmd = bin();

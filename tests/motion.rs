@@ -86,7 +86,7 @@ fn pan(stage: &mut FaceStage, photo: &Photo, px_per_frame: f32) -> (f64, f64) {
 /// and 1.20x.
 #[test]
 fn a_panned_face_keeps_its_accuracy() {
-    let weights = Path::new(env!("CARGO_MANIFEST_DIR")).join("weights/face68.safetensors");
+    let weights = weights("face68.safetensors");
     let model = Keypointer::load(&weights, tch::Device::Cpu, Precision::auto(tch::Device::Cpu), None).unwrap();
     let config = DetectorConfig { max_width: 320, angles: AngleSearch::Upright };
     let detector = HaarDetector::new(Path::new(DEFAULT_CASCADE), config).unwrap();

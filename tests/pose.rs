@@ -67,7 +67,7 @@ fn poses_of_sample(photo: &str, file: &str, scheme: Scheme) -> [HeadPose; 3] {
     let frame = (gray.cols() as u32, gray.rows() as u32);
     let stem = photo.rsplit_once('.').unwrap().0;
     let truth = scheme.from_68(&read_pts(&shared(&format!("samples/ibug68/{stem}.pts"))).unwrap());
-    let weights = Path::new(env!("CARGO_MANIFEST_DIR")).join("weights").join(file);
+    let weights = weights(file);
     let model = Keypointer::load(&weights, tch::Device::Cpu, Precision::auto(tch::Device::Cpu), None).unwrap();
     let detection = model.config().crop.detection_for_points(&truth);
     let solver = PoseSolver::new(scheme, CameraSpec::default());

@@ -25,11 +25,18 @@ fn tiny_set_named(dir: &Path, name: &str, n: usize) -> PathBuf {
 }
 
 fn train(set: &Path, out: &Path, epochs: &str, resume: bool) -> Output {
+    train_with(set.as_os_str(), out, epochs, resume, &[])
+}
+
+/// `facekp train --points 15 --batch-size 8` on `data` (folders, comma separated)
+/// with `extra` arguments.
+fn train_with(data: &std::ffi::OsStr, out: &Path, epochs: &str, resume: bool, extra: &[&str]) -> Output {
     let mut cmd = bin();
     cmd.args(["train", "--points", "15", "--epochs", epochs, "--batch-size", "8", "--data"])
-        .arg(set)
+        .arg(data)
         .arg("--out")
-        .arg(out);
+        .arg(out)
+        .args(extra);
     if resume {
         cmd.arg("--resume");
     }
@@ -77,16 +84,8 @@ fn repeat_sets_each_folders_share_of_an_epoch_and_holds_across_resume() {
     let out = dir.path().join("m.safetensors");
     let data = format!("{},{}", a.display(), b.display());
     let train = |repeat: &str, epochs: &str, resume: bool| {
-        let mut cmd = bin();
-        cmd.args(["train", "--points", "15", "--batch-size", "8", "--epochs", epochs, "--data", &data, "--out"])
-            .arg(&out);
-        if !repeat.is_empty() {
-            cmd.args(["--repeat", repeat]);
-        }
-        if resume {
-            cmd.arg("--resume");
-        }
-        cmd.output().unwrap()
+        let extra: &[&str] = if repeat.is_empty() { &[] } else { &["--repeat", repeat] };
+        train_with(data.as_ref(), &out, epochs, resume, extra)
     };
     let first = train("1,3", "1", false);
     let log = stderr(&first);
@@ -102,9 +101,7 @@ fn repeat_sets_each_folders_share_of_an_epoch_and_holds_across_resume() {
     let err = stderr(&changed);
     assert!(err.contains("trained with --repeat [1, 3], now given [1, 2]") && !err.contains("panicked"), "{err}");
     // ... and with the loss it was trained with.
-    let mut other_loss = bin();
-    other_loss.args(["train", "--points", "15", "--batch-size", "8", "--epochs", "2", "--repeat", "1,3", "--resume"]);
-    let other_loss = other_loss.args(["--loss", "wing", "--data", &data, "--out"]).arg(&out).output().unwrap();
+    let other_loss = train_with(data.as_ref(), &out, "2", true, &["--repeat", "1,3", "--loss", "wing"]);
     assert!(!other_loss.status.success());
     let err = stderr(&other_loss);
     assert!(err.contains("trained with --loss l1, now given wing") && !err.contains("panicked"), "{err}");
@@ -126,15 +123,7 @@ fn other_stage_widths_train_a_network_that_eval_loads_and_a_resume_keeps() {
     let dir = tempfile::tempdir().unwrap();
     let set = tiny_set(dir.path(), 24);
     let out = dir.path().join("m.safetensors");
-    let train = |shape: &[&str], epochs: &str, resume: bool| {
-        let mut cmd = bin();
-        cmd.args(["train", "--points", "15", "--batch-size", "8", "--epochs", epochs, "--data"]).arg(&set);
-        cmd.arg("--out").arg(&out).args(shape);
-        if resume {
-            cmd.arg("--resume");
-        }
-        cmd.output().unwrap()
-    };
+    let train = |shape: &[&str], epochs: &str, resume: bool| train_with(set.as_os_str(), &out, epochs, resume, shape);
     let narrow = ["--channels", "8,16,24,32", "--extra-convs", "0,0,1,0"];
     let first = train(&narrow, "1", false);
     assert!(first.status.success(), "{}", stderr(&first));
@@ -172,7 +161,7 @@ fn other_stage_widths_train_a_network_that_eval_loads_and_a_resume_keeps() {
     let mut fine_tune = bin();
     fine_tune
         .args(["train", "--points", "15", "--channels", "8,16,24,32", "--init"])
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("weights/face15.safetensors"));
+        .arg(weights("face15.safetensors"));
     let fine_tune =
         fine_tune.arg("--data").arg(&set).arg("--out").arg(dir.path().join("f.safetensors")).output().unwrap();
     assert!(!fine_tune.status.success());

@@ -12,6 +12,11 @@ pub fn data(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data").join(name)
 }
 
+/// A file of the shipped weights folder (`weights/NAME`).
+pub fn weights(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("weights").join(name)
+}
+
 pub fn shared(rel: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared").join(rel)
 }
@@ -66,11 +71,10 @@ pub fn run_ok(args: &[&str]) -> String {
 /// The shipped 68-point weights copied into `dir` with `field` removed from their
 /// config; also the removed value (null when the config had none).
 pub fn shipped68_without(field: &str, dir: &Path) -> (PathBuf, serde_json::Value) {
-    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("weights");
     let mut config: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(repo.join("face68.json")).unwrap()).unwrap();
+        serde_json::from_str(&std::fs::read_to_string(weights("face68.json")).unwrap()).unwrap();
     let removed = config.as_object_mut().unwrap().remove(field).unwrap_or_default();
     std::fs::write(dir.join("face68.json"), config.to_string()).unwrap();
-    std::fs::copy(repo.join("face68.safetensors"), dir.join("face68.safetensors")).unwrap();
+    std::fs::copy(weights("face68.safetensors"), dir.join("face68.safetensors")).unwrap();
     (dir.join("face68.safetensors"), removed)
 }
