@@ -2,8 +2,8 @@
 //! by a stride-2 conv; a top-down path that merges the coarser stages into the
 //! heatmap stage's resolution; one 1x1 heatmap conv per annotation convention.
 //! Trainable ([`Net::new`]) or for inference ([`Net::fused`]: batch norms folded
-//! into the convolutions, one head, the large convolutions in bf16 on CPUs that
-//! have it).
+//! into the convolutions, one head, channels-last on the CPU, the large
+//! convolutions in bf16 on CPUs that have it).
 
 use super::heatmap::{cell_moments, heatmap_moments, soft_argmax};
 use super::{ModelConfig, Precision};
@@ -33,23 +33,29 @@ struct ConvBn {
     b: Option<Tensor>,
     bn: Option<nn::BatchNorm>,
     /// Under [`Precision::Bf16`], for the convs [`runs_in_bf16`] picks: `w` and
-    /// `b` are bf16, `w` channels-last (oneDNN's fast layout; its outputs are
-    /// channels-last too), and the input is cast to bf16.
+    /// `b` are bf16 and the input is cast to bf16.
     bf16: bool,
     stride: i64,
     padding: i64,
 }
 
 impl ConvBn {
-    /// Whether an f32 inference conv should go to oneDNN rather than where libtorch
-    /// sends it. libtorch runs a batch-1 conv whose input holds at most 20480
-    /// values on its im2col path; for 3x3 convs on 64+ channels with more than 4096
-    /// input values (the 68-point network's 14x14 and 7x7 stages) oneDNN is faster:
-    /// 96->96 at 14x14 alone, 240 against 364 us.
+    /// Whether an f32 inference conv on the CPU should go to oneDNN rather than
+    /// where libtorch sends it. libtorch runs a batch-1 conv whose input holds at
+    /// most 20480 values on its im2col path; for stride-1 3x3 convs on more than
+    /// 8192 input values oneDNN is faster in channels-last (one thread, AVX2: 96->96
+    /// at 14x14 414 against 478 us, 32->32 at 24x24 161 against 208); below that,
+    /// and for stride-2 and 1x1 convs, the im2col path is as fast or faster (32->32
+    /// at 12x12 59 against 81).
     fn prefers_onednn(&self, x: &Tensor) -> bool {
-        let size = x.size();
         let numel = x.numel();
-        self.bn.is_none() && size[0] == 1 && self.w.size()[2] == 3 && size[1] >= 64 && numel > 4096 && numel <= 20480
+        self.bn.is_none()
+            && x.device() == Device::Cpu
+            && x.size()[0] == 1
+            && self.w.size()[2] == 3
+            && self.stride == 1
+            && numel > 8192
+            && numel <= 20480
     }
 
     fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor, TchError> {
@@ -77,6 +83,18 @@ struct Trained<'a> {
 }
 
 impl Trained<'_> {
+    /// The inference network's layout: channels-last on the CPU, where oneDNN and
+    /// libtorch's im2col path both run 3x3 convs faster on it (the 68-point
+    /// network's convs, one thread, AVX2: 3.6 against 4.6 ms in all); as trained
+    /// elsewhere.
+    fn layout(&self) -> Layout {
+        if self.device == Device::Cpu {
+            Layout::ChannelsLast
+        } else {
+            Layout::Nchw
+        }
+    }
+
     /// Tensor `name` on the inference device, as f32.
     fn get(&self, name: &str) -> Result<Tensor, TchError> {
         let t = self.vars.get(name).ok_or_else(|| TchError::Kind(format!("tensor {name} is missing")))?;
@@ -92,6 +110,26 @@ impl Trained<'_> {
         let var = self.get(&format!("{bn}.running_var"))?;
         let scale = &gamma / (var + BN_EPS).f_sqrt()?;
         Ok((&w * scale.f_view([-1, 1, 1, 1])?, beta - mean * &scale))
+    }
+}
+
+/// How a network's activations (`[N, C, H, W]` tensors) are laid out in memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Layout {
+    /// Contiguous `[N, C, H, W]`: training's.
+    Nchw,
+    /// `[N, H, W, C]` in memory (channels-last strides), weights likewise.
+    ChannelsLast,
+}
+
+impl Layout {
+    /// `t` in this layout: the input image, or a conv's weights (a conv whose
+    /// weights are channels-last puts out channels-last activations).
+    fn arrange(self, t: Tensor) -> Result<Tensor, TchError> {
+        match self {
+            Layout::Nchw => Ok(t),
+            Layout::ChannelsLast => channels_last(&t),
+        }
     }
 }
 
@@ -121,6 +159,13 @@ impl Source<'_> {
         }
     }
 
+    fn layout(&self) -> Layout {
+        match self {
+            Source::Train(_) => Layout::Nchw,
+            Source::Fused(t) => t.layout(),
+        }
+    }
+
     /// A bias-free conv (`{conv}.weight`) and its batch norm (`{bn}.*`).
     fn conv_bn(&self, conv: &str, bn: &str, s: ConvShape) -> Result<ConvBn, TchError> {
         let padding = s.k / 2;
@@ -134,12 +179,8 @@ impl Source<'_> {
             Source::Fused(t) => {
                 let (w, b) = t.folded(conv, bn)?;
                 let bf16 = t.precision == Precision::Bf16 && runs_in_bf16(s.c_in, s.c_out, s.k, s.out_side);
-                let (w, b) = if bf16 {
-                    (channels_last(&w.f_to_kind(Kind::BFloat16)?)?, b.f_to_kind(Kind::BFloat16)?)
-                } else {
-                    (w, b)
-                };
-                ConvBn { w, b: Some(b), bn: None, bf16, stride: s.stride, padding }
+                let (w, b) = if bf16 { (w.f_to_kind(Kind::BFloat16)?, b.f_to_kind(Kind::BFloat16)?) } else { (w, b) };
+                ConvBn { w: t.layout().arrange(w)?, b: Some(b), bn: None, bf16, stride: s.stride, padding }
             }
         })
     }
@@ -159,7 +200,9 @@ impl Source<'_> {
                 let c = nn::conv2d(*p / name, c_in, c_out, 1, Default::default());
                 (c.ws, c.bs)
             }
-            Source::Fused(t) => (t.get(&format!("{name}.weight"))?, Some(t.get(&format!("{name}.bias"))?)),
+            Source::Fused(t) => {
+                (t.layout().arrange(t.get(&format!("{name}.weight"))?)?, Some(t.get(&format!("{name}.bias"))?))
+            }
         };
         Ok(ConvBn { w, b, bn: None, bf16: false, stride: 1, padding: 0 })
     }
@@ -190,6 +233,7 @@ pub struct Net {
     points: i64,
     /// [`cell_moments`] for the heatmap size of `ModelConfig::input_size`, `[4, R²]`.
     moments: Tensor,
+    layout: Layout,
 }
 
 /// The side of stage `stage`'s outputs (and of the heatmaps, at the heatmap
@@ -251,6 +295,7 @@ impl Net {
             origins: heads.iter().map(|h| src.origin(&format!("origin{h}"))).collect::<Result<_, _>>()?,
             points,
             moments: cell_moments(side(stage), src.device()),
+            layout: src.layout(),
         })
     }
 
@@ -298,7 +343,7 @@ impl Net {
     /// The heatmaps' moments `[B, H, N, 4]` (see [`heatmap_moments`]) for an input
     /// already standardised ([`standardize`]).
     pub(super) fn forward_moments(&self, x: &Tensor, train: bool) -> Result<Tensor, TchError> {
-        let mut x = x.shallow_clone();
+        let mut x = self.layout.arrange(x.shallow_clone())?;
         let mut features = Vec::with_capacity(self.stages.len());
         for convs in &self.stages {
             for conv in convs {
@@ -327,7 +372,7 @@ impl Net {
         for (level, (lat, merge)) in self.laterals.iter().zip(&self.merges).enumerate().rev() {
             let z = lat.forward(&features[self.heatmap_stage + level], train)?;
             let z = match y {
-                Some(coarse) => add_upsampled(&z, &coarse)?,
+                Some(coarse) => add_upsampled(&z, &coarse, self.layout)?,
                 None => z,
             };
             y = Some(merge.forward(&z.relu(), train)?.relu());
@@ -336,18 +381,28 @@ impl Net {
     }
 }
 
-/// `fine + upsample_nearest(coarse)` to `fine`'s size. When `fine` is exactly
-/// twice `coarse` (224 and 96 px inputs at every level) the add broadcasts each
-/// coarse cell over its 2x2 block instead of materialising the upsampled tensor:
-/// the same values in one op, half the time on two threads.
-fn add_upsampled(fine: &Tensor, coarse: &Tensor) -> Result<Tensor, TchError> {
+/// `fine + upsample_nearest(coarse)` to `fine`'s size, both in `layout`. When
+/// `fine` is exactly twice `coarse` (224 and 96 px inputs at every level) the add
+/// broadcasts each coarse cell over its 2x2 block instead of materialising the
+/// upsampled tensor: the same values in one op, half the time on two threads.
+fn add_upsampled(fine: &Tensor, coarse: &Tensor, layout: Layout) -> Result<Tensor, TchError> {
     let (f, c) = (fine.size(), coarse.size());
     let (b, ch, h, w) = (f[0], f[1], f[2], f[3]);
-    if h == 2 * c[2] && w == 2 * c[3] {
-        let blocks = fine.f_reshape([b, ch, c[2], 2, c[3], 2])? + coarse.f_reshape([b, ch, c[2], 1, c[3], 1])?;
-        return blocks.f_reshape([b, ch, h, w]);
+    if h != 2 * c[2] || w != 2 * c[3] {
+        return Ok(fine + coarse.f_upsample_nearest2d([h, w], None, None)?);
     }
-    Ok(fine + coarse.f_upsample_nearest2d([h, w], None, None)?)
+    match layout {
+        Layout::Nchw => {
+            let blocks = fine.f_reshape([b, ch, c[2], 2, c[3], 2])? + coarse.f_reshape([b, ch, c[2], 1, c[3], 1])?;
+            blocks.f_reshape([b, ch, h, w])
+        }
+        Layout::ChannelsLast => {
+            // The same blocks over the `[N, H, W, C]` memory both tensors have.
+            let fine = fine.f_permute([0, 2, 3, 1])?.f_reshape([b, c[2], 2, c[3], 2, ch])?;
+            let coarse = coarse.f_permute([0, 2, 3, 1])?.f_reshape([b, c[2], 1, c[3], 1, ch])?;
+            (fine + coarse).f_reshape([b, h, w, ch])?.f_permute([0, 3, 1, 2])
+        }
+    }
 }
 
 #[cfg(test)]
@@ -366,6 +421,39 @@ mod tests {
         assert!(!runs_in_bf16(48, 48, 1, 28)); // lateral
     }
 
+    /// The inference network (batch norms folded, channels-last on the CPU) puts
+    /// the points of the trained network (batch norm layers, `[N, C, H, W]`) on a
+    /// real face, for both shipped models.
+    #[test]
+    fn the_channels_last_inference_network_finds_the_trained_networks_points() {
+        let _guard = tch::no_grad_guard();
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let gray = crate::imageops::read_gray(&root.join("tests/data/einstein.jpg")).unwrap().unwrap();
+        for name in ["face68", "face15"] {
+            let weights = root.join(format!("weights/{name}.safetensors"));
+            let cfg = ModelConfig::load(&crate::model::config_path_for(&weights)).unwrap();
+            let tensors = crate::model::read_checked_weights(&weights, &cfg).unwrap();
+            let vs = nn::VarStore::new(Device::Cpu);
+            let trained = Net::new(&vs.root(), &cfg).unwrap();
+            for (var_name, mut var) in vs.variables() {
+                var.copy_(&tensors[&var_name]);
+            }
+            let head = cfg.default_convention;
+            let fused = Net::fused(&cfg, &tensors, head, Device::Cpu, Precision::F32).unwrap();
+            assert_eq!(fused.layout, Layout::ChannelsLast);
+            let crop = cfg.crop.crop_for_detection(&crate::geometry::Rect::new(150.0, 100.0, 200.0, 200.0));
+            let pixels = crate::imageops::extract_crop(&gray, &crop, cfg.input_size).unwrap();
+            let s = cfg.input_size as i64;
+            let x = Tensor::from_slice(&pixels).to_kind(Kind::Float).view([1, 1, s, s]) / 255.0;
+            let want = trained.forward_heads(&x, false).unwrap().select(1, head as i64);
+            let got = fused.forward_heads(&x, false).unwrap().select(1, 0);
+            let diff = f64::try_from((got - &want).abs().max()).unwrap();
+            assert!(diff < 1e-4, "{name}: points differ by {diff} (unit crop space)");
+            let spread = f64::try_from(want.std(false)).unwrap();
+            assert!(spread > 0.1, "{name}: the points should spread over the face, std {spread}");
+        }
+    }
+
     /// The broadcast add equals adding the nearest-upsampled coarse map, and
     /// sizes that are not exactly twice the coarse one still upsample.
     #[test]
@@ -375,9 +463,12 @@ mod tests {
         for side in [8, 7] {
             let fine = Tensor::randn([2, 3, side, side], (Kind::Float, Device::Cpu));
             let want = &fine + coarse.upsample_nearest2d([side, side], None, None);
-            let got = add_upsampled(&fine, &coarse).unwrap();
-            assert_eq!(got.size(), want.size());
-            assert!(got.allclose(&want, 0.0, 0.0, false), "side {side}");
+            for layout in [Layout::Nchw, Layout::ChannelsLast] {
+                let (f, c) = (layout.arrange(fine.copy()).unwrap(), layout.arrange(coarse.copy()).unwrap());
+                let got = add_upsampled(&f, &c, layout).unwrap();
+                assert_eq!(got.size(), want.size());
+                assert!(got.allclose(&want, 0.0, 0.0, false), "side {side}, {layout:?}");
+            }
         }
     }
 }
