@@ -441,16 +441,27 @@ mod tests {
             let head = cfg.default_convention;
             let fused = Net::fused(&cfg, &tensors, head, Device::Cpu, Precision::F32).unwrap();
             assert_eq!(fused.layout, Layout::ChannelsLast);
-            let crop = cfg.crop.crop_for_detection(&crate::geometry::Rect::new(150.0, 100.0, 200.0, 200.0));
-            let pixels = crate::imageops::extract_crop(&gray, &crop, cfg.input_size).unwrap();
             let s = cfg.input_size as i64;
-            let x = Tensor::from_slice(&pixels).to_kind(Kind::Float).view([1, 1, s, s]) / 255.0;
-            let want = trained.forward_heads(&x, false).unwrap().select(1, head as i64);
-            let got = fused.forward_heads(&x, false).unwrap().select(1, 0);
-            let diff = f64::try_from((got - &want).abs().max()).unwrap();
-            assert!(diff < 1e-4, "{name}: points differ by {diff} (unit crop space)");
-            let spread = f64::try_from(want.std(false)).unwrap();
-            assert!(spread > 0.1, "{name}: the points should spread over the face, std {spread}");
+            for n in 1..=3 {
+                let pixels: Vec<u8> = (0..n)
+                    .flat_map(|i| {
+                        let crop = cfg.crop.crop_for_detection(&crate::geometry::Rect::new(
+                            150.0 + 20.0 * i as f32,
+                            100.0,
+                            200.0,
+                            200.0,
+                        ));
+                        crate::imageops::extract_crop(&gray, &crop, cfg.input_size).unwrap()
+                    })
+                    .collect();
+                let x = Tensor::from_slice(&pixels).to_kind(Kind::Float).view([n, 1, s, s]) / 255.0;
+                let want = trained.forward_heads(&x, false).unwrap().select(1, head as i64);
+                let got = fused.forward_heads(&x, false).unwrap().select(1, 0);
+                let diff = f64::try_from((got - &want).abs().max()).unwrap();
+                assert!(diff < 1e-4, "{name}: batch {n}: points differ by {diff} (unit crop space)");
+                let spread = f64::try_from(want.std(false)).unwrap();
+                assert!(spread > 0.1, "{name}: the points should spread over the face, std {spread}");
+            }
         }
     }
 

@@ -214,6 +214,10 @@ impl FaceStage {
     /// and the fit's heatmap spread.
     fn fitted(&self, candidate: Candidate, points: Vec<Point>, spread: f32) -> Fitted {
         let roll_rad = self.model.config().scheme.roll(&points);
+        let roll_rad = match candidate.origin {
+            Origin::Tracked => step_towards(candidate.face_box.roll_rad, roll_rad, MAX_ROLL_STEP_RAD),
+            _ => roll_rad,
+        };
         Fitted { candidate, points, roll_rad, spread }
     }
 }
@@ -224,6 +228,19 @@ impl FaceStage {
 /// median 0.058 and 99th percentile 0.070: docs/MODEL.md).
 fn tracker_params(model: &Keypointer) -> TrackerParams {
     TrackerParams { confirm_spread: model.config().max_turned_spread, ..TrackerParams::default() }
+}
+
+/// Most a tracked face's crop turns from one frame to the next, radians. The
+/// eye line of a small or blurred face's points can be off by 20 degrees and
+/// more; each next crop is turned by it, and unbounded, such errors feed on
+/// themselves until the track spins. A head tilting half a turn a second turns 6
+/// degrees a frame at 30 fps.
+const MAX_ROLL_STEP_RAD: f32 = 10f32.to_radians();
+
+/// `from` turned towards `to` (radians) by at most `max_step`, the short way round.
+fn step_towards(from: f32, to: f32, max_step: f32) -> f32 {
+    let diff = (to - from).sin().atan2((to - from).cos());
+    from + diff.clamp(-max_step, max_step)
 }
 
 /// How far around a face's box (a factor on its size) the cascade's false boxes
@@ -268,6 +285,18 @@ mod tests {
 
     /// A small, less sure face touching the neighbourhood of a large face is
     /// beside it; one as sure, one of a similar size or one far away is not.
+    /// A tracked face's crop follows its points' roll by at most the step, the
+    /// short way round across ±180 degrees.
+    #[test]
+    fn a_crop_turns_towards_the_points_roll_by_at_most_a_step() {
+        let deg = |d: f32| d.to_radians();
+        let step = |from: f32, to: f32| step_towards(deg(from), deg(to), MAX_ROLL_STEP_RAD).to_degrees();
+        assert!((step(5.0, 9.0) - 9.0).abs() < 1e-4);
+        assert!((step(5.0, 40.0) - 15.0).abs() < 1e-3);
+        assert!((step(5.0, -40.0) + 5.0).abs() < 1e-3);
+        assert!((step(175.0, -175.0) - 185.0).abs() < 1e-3);
+    }
+
     #[test]
     fn a_small_face_by_a_large_surer_one_is_in_its_neighbourhood() {
         let face = Rect::new(100.0, 100.0, 160.0, 160.0);
