@@ -129,8 +129,9 @@ impl Candidate {
 }
 
 /// A candidate the CNN found a plausible face in: its points (frame pixels), the
-/// face's roll from them (its eye line) and the heatmap spread of the fit
-/// ([`crate::face::FaceFit::spread`]).
+/// roll its box and next crop are turned by (the points' eye line; for a tracked
+/// face, at most a step from its crop's roll: `pipeline::face_stage`) and the
+/// heatmap spread of the fit ([`crate::face::FaceFit::spread`]).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Fitted {
     pub candidate: Candidate,

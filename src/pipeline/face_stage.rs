@@ -283,8 +283,6 @@ mod tests {
         Fitted { candidate, points: Vec::new(), roll_rad: 0.0, spread }
     }
 
-    /// A small, less sure face touching the neighbourhood of a large face is
-    /// beside it; one as sure, one of a similar size or one far away is not.
     /// A tracked face's crop follows its points' roll by at most the step, the
     /// short way round across ±180 degrees.
     #[test]
@@ -297,6 +295,8 @@ mod tests {
         assert!((step(175.0, -175.0) - 185.0).abs() < 1e-3);
     }
 
+    /// A small, less sure face touching the neighbourhood of a large face is
+    /// beside it; one as sure, one of a similar size or one far away is not.
     #[test]
     fn a_small_face_by_a_large_surer_one_is_in_its_neighbourhood() {
         let face = Rect::new(100.0, 100.0, 160.0, 160.0);
