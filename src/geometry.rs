@@ -40,6 +40,13 @@ impl Point {
     }
 }
 
+/// `angle` (radians) moved by whole turns to lie within half a turn of
+/// `reference`: the same direction, reached the short way round from it.
+pub fn within_half_turn(angle: f32, reference: f32) -> f32 {
+    let tau = std::f32::consts::TAU;
+    angle + tau * ((reference - angle) / tau).round()
+}
+
 /// The angle of the line from `a` to `b` in the image, radians: 0 for level, positive
 /// when `b` lies lower (the line turned clockwise as seen).
 pub fn line_angle(a: Point, b: Point) -> f32 {

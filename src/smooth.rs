@@ -13,7 +13,7 @@
 //! shape coordinate. The tracker places each next crop from the smoothed points,
 //! moved by the filter's velocity, so one motion estimate serves both.
 
-use crate::geometry::Point;
+use crate::geometry::{within_half_turn, Point};
 use crate::pose::HeadPose;
 
 /// Default minimum cutoff frequency, Hz: lower is steadier on a still face (or
@@ -180,7 +180,10 @@ impl FaceFilter {
         let cx = self.centre.0.filter(c.x, dt_secs, &motion_p);
         let cy = self.centre.1.filter(c.y, dt_secs, &motion_p);
         let scale = self.log_scale.filter(rigid.log_scale, dt_secs, &motion_p).exp();
-        let turn = self.angle.filter(unwrapped(rigid.angle_rad, self.angle.value()), dt_secs, &motion_p);
+        // Unwrapped against the last angle, so a face turning past half a turn
+        // keeps a continuous angle.
+        let angle = self.angle.value().map_or(rigid.angle_rad, |last| within_half_turn(rigid.angle_rad, last));
+        let turn = self.angle.filter(angle, dt_secs, &motion_p);
         for ((q, m), (fx, fy)) in self.shape.iter_mut().zip(&rigid.shape).zip(&mut self.shape_filters) {
             *q = Point::new(fx.filter(m.x, dt_secs, p), fy.filter(m.y, dt_secs, p));
         }
@@ -210,14 +213,6 @@ fn centred(points: &[Point], unit_px: f32) -> (Point, Vec<Point>) {
     let (sx, sy) = points.iter().fold((0.0, 0.0), |(sx, sy), p| (sx + p.x, sy + p.y));
     let c = Point::new(sx / n / unit_px, sy / n / unit_px);
     (c, points.iter().map(|q| Point::new(q.x / unit_px - c.x, q.y / unit_px - c.y)).collect())
-}
-
-/// `angle` (radians) moved by whole turns to lie within half a turn of `last`, so
-/// a face turning past half a turn keeps a continuous angle.
-fn unwrapped(angle: f32, last: Option<f32>) -> f32 {
-    let Some(last) = last else { return angle };
-    let tau = std::f32::consts::TAU;
-    angle + tau * ((last - angle) / tau).round()
 }
 
 /// Filters for the three angles of one head's pose. The angles are filtered in

@@ -4,7 +4,7 @@
 use super::timer::StageTimer;
 use crate::detect::{Detection, HaarDetector, Search};
 use crate::face::{self, Face, StageTimes};
-use crate::geometry::{FaceBox, Point, Rect};
+use crate::geometry::{within_half_turn, FaceBox, Point, Rect};
 use crate::model::Keypointer;
 use crate::pose::{CameraSpec, PoseSolver};
 use crate::smooth::SmoothParams;
@@ -239,8 +239,7 @@ const MAX_ROLL_STEP_RAD: f32 = 10f32.to_radians();
 
 /// `from` turned towards `to` (radians) by at most `max_step`, the short way round.
 fn step_towards(from: f32, to: f32, max_step: f32) -> f32 {
-    let diff = (to - from).sin().atan2((to - from).cos());
-    from + diff.clamp(-max_step, max_step)
+    from + (within_half_turn(to, from) - from).clamp(-max_step, max_step)
 }
 
 /// How far around a face's box (a factor on its size) the cascade's false boxes
