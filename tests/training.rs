@@ -158,12 +158,9 @@ fn other_stage_widths_train_a_network_that_eval_loads_and_a_resume_keeps() {
     let err = stderr(&count);
     assert!(err.contains("--channels: the 15-point network has 4 stages, 2 value(s) given"), "{err}");
     assert!(!err.contains("training faces"), "refused after reading the data: {err}");
-    let mut fine_tune = bin();
-    fine_tune
-        .args(["train", "--points", "15", "--channels", "8,16,24,32", "--init"])
-        .arg(weights("face15.safetensors"));
-    let fine_tune =
-        fine_tune.arg("--data").arg(&set).arg("--out").arg(dir.path().join("f.safetensors")).output().unwrap();
+    let shipped = weights("face15.safetensors");
+    let init = ["--channels", "8,16,24,32", "--init", shipped.to_str().unwrap()];
+    let fine_tune = train_with(set.as_os_str(), &dir.path().join("f.safetensors"), "1", false, &init);
     assert!(!fine_tune.status.success());
     assert!(
         stderr(&fine_tune).contains("a fine-tune (--init) keeps the network of its weights"),
