@@ -26,8 +26,8 @@ pub const DEFAULT_CASCADE: &str =
 pub const PROFILE_CASCADE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/haarcascades/haarcascade_profileface.xml");
 /// Image pyramid step of `detectMultiScale`, for whole frames and HD tiles alike.
 /// A step of 1.15 in the tiles makes a tile search a fifth cheaper, but the scale
-/// sweep then finds fewer small faces (0.88 instead of 0.91 at 32 px between the
-/// eyes; docs/BENCHMARKS.md).
+/// sweep then finds fewer faces 48 px between the eyes on every noise draw (0.925-0.940
+/// against 0.955-0.970; docs/BENCHMARKS.md).
 pub const HAAR_SCALE_FACTOR: f64 = 1.1;
 /// Raw hits (neighbouring detections) above which a box is firm: the cascade's
 /// usual bar, which its false boxes rarely pass.

@@ -125,7 +125,14 @@ fn background(photo: &Mat) -> opencv::Result<Mat> {
     Ok(turned)
 }
 
-/// `frame` with fresh Gaussian noise of `sigma` grey levels.
+/// Starts the noise of [`with_noise`] on this thread from `seed`, so that a
+/// sweep's figures can be had again, or measured over other noise.
+pub fn seed_noise(seed: i32) -> opencv::Result<()> {
+    opencv::core::set_rng_seed(seed)
+}
+
+/// `frame` with fresh Gaussian noise of `sigma` grey levels, from OpenCV's random
+/// numbers on this thread ([`seed_noise`]).
 pub(super) fn with_noise(frame: &Mat, sigma: f64) -> opencv::Result<Mat> {
     let mut noise =
         Mat::new_rows_cols_with_default(frame.rows(), frame.cols(), opencv::core::CV_16SC1, Scalar::all(0.0))?;
@@ -191,5 +198,36 @@ impl<'a> Scene<'a> {
             src.copy_to(&mut dst)?;
         }
         Ok(frame)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A sweep seeded again gets the same noisy frames, and another seed other ones,
+    /// on a frame of the real test clip.
+    #[test]
+    fn a_noise_seed_repeats_the_noise_and_another_seed_changes_it() {
+        let frame = crate::imageops::to_gray(&first_frame_of_the_test_clip()).unwrap();
+        let noisy = |seed| {
+            seed_noise(seed).unwrap();
+            let (a, b) = (with_noise(&frame, NOISE_SIGMA).unwrap(), with_noise(&frame, NOISE_SIGMA).unwrap());
+            (a.data_bytes().unwrap().to_vec(), b.data_bytes().unwrap().to_vec())
+        };
+        let (first, second) = noisy(7);
+        assert_ne!(first, second, "each frame gets fresh noise");
+        assert_eq!(noisy(7), (first.clone(), second), "the same seed, the same noise");
+        assert_ne!(noisy(8).0, first, "another seed, other noise");
+        let changed = first.iter().zip(frame.data_bytes().unwrap()).filter(|(a, b)| a != b).count();
+        assert!(changed > first.len() / 2, "noise of sigma {NOISE_SIGMA} changes most pixels: {changed}");
+    }
+
+    fn first_frame_of_the_test_clip() -> Mat {
+        let clip = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/hamilton_clip.mp4");
+        let mut cap = opencv::videoio::VideoCapture::from_file(clip, opencv::videoio::CAP_ANY).unwrap();
+        let mut frame = Mat::default();
+        assert!(cap.read(&mut frame).unwrap(), "{clip}: no frame");
+        frame
     }
 }

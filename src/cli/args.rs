@@ -244,6 +244,10 @@ pub struct BenchArgs {
     /// Faces of a sweep (default: all of the CSV)
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     pub sweep_faces: Option<u64>,
+    /// Seed of the noise of the scale and motion sweeps (default: OpenCV's own
+    /// fixed start); other seeds show how much a figure moves with the noise alone
+    #[arg(long, value_parser = clap::value_parser!(i32).range(0..), allow_negative_numbers = true)]
+    pub noise_seed: Option<i32>,
     /// Frames to process (default: the whole video; 300 for --still)
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     pub frames: Option<u64>,

@@ -199,6 +199,14 @@ impl SweepData {
     }
 }
 
+/// Seeds the noise of the scale and motion sweeps when `--noise-seed` asks for it.
+fn seed_sweep_noise(args: &BenchArgs) -> Result<()> {
+    match args.noise_seed {
+        Some(seed) => bench::scale::seed_noise(seed).context("--noise-seed"),
+        None => Ok(()),
+    }
+}
+
 /// The detector and face stage of a sweep, set up as `run` sets them up for a video.
 fn sweep_stages(args: &BenchArgs, model: Keypointer) -> Result<(pipeline::DetectStage, pipeline::FaceStage, Schedule)> {
     let tracking = &args.tracking;
@@ -238,6 +246,7 @@ fn scale_sweep(args: &BenchArgs, csv: &Path) -> Result<u8> {
     let data = SweepData::load(args, "--scale-sweep", csv)?;
     let (mut detect, mut stage, schedule) = sweep_stages(args, data.model)?;
     let faces = args.sweep_faces.map(|n| n as usize);
+    seed_sweep_noise(args)?;
     let report = bench::scale::scale_sweep(&data.set, faces, &mut stage, &mut detect, schedule)?;
     for s in &report.sizes {
         println!("inter-ocular {:>3} px: found {:.3} of {} faces", s.iod_px, s.found, report.faces);
@@ -254,6 +263,7 @@ fn motion_sweep(args: &BenchArgs, csv: &Path) -> Result<u8> {
     let data = SweepData::load(args, "--motion-sweep", csv)?;
     let (mut detect, mut stage, schedule) = sweep_stages(args, data.model)?;
     let faces = args.sweep_faces.map(|n| n as usize);
+    seed_sweep_noise(args)?;
     let report = bench::motion::motion_sweep(&data.set, faces, &mut stage, &mut detect.detector, schedule)?;
     let figure = |v: Option<f64>, digits: usize| v.map_or("-".to_string(), |e| format!("{e:.digits$}"));
     println!(
